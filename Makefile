@@ -1,0 +1,49 @@
+# chatdesk — the commands a developer needs. `make run` and `make test` are the two that matter.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Tests and benchmarks use these servers (each run gets its own database and vhost on them).
+# Unset them both to let testcontainers start the servers in Docker instead.
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+
+.PHONY: run test lint typecheck unit e2e bench events migration clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## Run the whole product: embedded by default; one process per service when AMQP_URL is set.
+run: $(STAMP)
+	$(BIN)/python -m services
+
+## Lint, type-check, then every test on real PostgreSQL and RabbitMQ.
+test: lint typecheck
+	DATABASE_URL=$(TEST_DATABASE_URL) AMQP_URL=$(TEST_AMQP_URL) $(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy libs services
+
+## Benchmarks (not tests): writes docs/benchmarks.md.
+bench: $(STAMP)
+	DATABASE_URL=$(TEST_DATABASE_URL) AMQP_URL=$(TEST_AMQP_URL) $(BIN)/python -m bench.e2e
+
+## The event catalogue: JSON Schemas for subscribers, in docs/events/.
+events: $(STAMP)
+	$(BIN)/python -m libs.common.catalogue docs/events
+
+## A new migration for one service: make migration SERVICE=chat MSG="add x"
+migration: $(STAMP)
+	$(BIN)/python -m libs.common.revision $(SERVICE) -m "$(MSG)"
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,210 @@
+"""RabbitMQ transport (aio-pika).
+
+Topology, declared at start and readable off the code:
+- `<exchange>` (topic, durable): every event, routing key = event type.
+- per consumer group `<exchange>.<group>`: a durable quorum queue bound to the group's patterns.
+  A consumer that dies mid-message leaves it unacked and the broker redelivers it; the quorum
+  `x-delivery-limit` dead-letters a message that keeps killing its consumers.
+- `<queue>.retry`: a handler that raised puts the message here with an expiration; it expires
+  back into the group's queue. The attempt count travels in the `x-attempts` header.
+- `<queue>.dlq`, fed through the `<exchange>.dlx` direct exchange, after `max_attempts`.
+
+Messages are persistent and published with confirms; a group's message is acked only after its
+handler returned, i.e. after the handler's transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from libs.common.bus.base import Bus, Subscription
+from libs.common.envelope import Envelope
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_HEADER = "x-attempts"
+# Broker-side redeliveries (consumer crashes) before a poison message is dead-lettered.
+DELIVERY_LIMIT = 10
+
+
+class RabbitBus(Bus):
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str,
+        max_attempts: int,
+        retry_delay_s: float,
+        prefetch: int,
+    ) -> None:
+        super().__init__(max_attempts=max_attempts, retry_delay_s=retry_delay_s)
+        self.url = url
+        self.exchange_name = exchange
+        self.prefetch = prefetch
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._dlx: AbstractExchange | None = None
+        self._consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = []
+
+    def queue_name(self, group: str) -> str:
+        return f"{self.exchange_name}.{group}"
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.url)
+        self._publish_channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await self._publish_channel.declare_exchange(
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._dlx = await self._publish_channel.declare_exchange(
+            f"{self.exchange_name}.dlx", aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        for sub in self.subscriptions:
+            await self._consume(sub)
+        self.started = True
+
+    async def _consume(self, sub: Subscription) -> None:
+        assert self._connection and self._exchange and self._dlx
+        name = self.queue_name(sub.group)
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        queue = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": DELIVERY_LIMIT,
+                "x-dead-letter-exchange": self._dlx.name,
+                "x-dead-letter-routing-key": name,
+            },
+        )
+        for pattern in sub.patterns:
+            await queue.bind(self._exchange, routing_key=pattern)
+        await channel.declare_queue(
+            f"{name}.retry",
+            durable=True,
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name},
+        )
+        dlq = await channel.declare_queue(f"{name}.dlq", durable=True)
+        await dlq.bind(self._dlx, routing_key=name)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._handle(sub, name, message)
+
+        tag = await queue.consume(on_message)
+        self._consumers.append((channel, queue, tag))
+
+    async def _handle(
+        self, sub: Subscription, queue: str, message: AbstractIncomingMessage
+    ) -> None:
+        attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1  # type: ignore[call-overload]
+        try:
+            envelope = Envelope.from_bytes(message.body)
+            await sub.handler(envelope)
+        except asyncio.CancelledError:
+            raise  # shutting down: leave it unacked, the broker redelivers it
+        except Exception as exc:
+            if attempts >= self.max_attempts:
+                log.exception(
+                    "dead-lettered after %d attempts",
+                    attempts,
+                    extra={"group": sub.group, "event_id": message.message_id},
+                )
+                await self._republish(message, self._dlx, queue, attempts, error=repr(exc))
+            else:
+                log.warning(
+                    "handler failed, retrying in %.1fs",
+                    self.retry_delay_s,
+                    exc_info=True,
+                    extra={"group": sub.group, "event_id": message.message_id},
+                )
+                await self._republish(
+                    message,
+                    None,
+                    f"{queue}.retry",
+                    attempts,
+                    expiration=self.retry_delay_s,
+                )
+        await message.ack()
+
+    async def _republish(
+        self,
+        message: AbstractIncomingMessage,
+        exchange: AbstractExchange | None,
+        routing_key: str,
+        attempts: int,
+        *,
+        expiration: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        assert self._publish_channel
+        headers: dict[str, Any] = {**(message.headers or {}), ATTEMPTS_HEADER: attempts}
+        if error:
+            headers["x-error"] = error[:1000]
+        copy = aio_pika.Message(
+            message.body,
+            message_id=message.message_id,
+            content_type=message.content_type,
+            type=message.type,
+            headers=headers,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            expiration=expiration,
+        )
+        target = exchange or self._publish_channel.default_exchange
+        await target.publish(copy, routing_key=routing_key, mandatory=True)
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        if self._exchange is None:
+            raise RuntimeError("the bus is not started")
+        exchange = self._exchange
+        # Events are broadcast facts: an event type nobody subscribes to yet is normal, so these
+        # are not `mandatory`. Many publishes in flight on one channel keep their order.
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        e.to_bytes(),
+                        message_id=e.id,
+                        type=e.type,
+                        content_type="application/json",
+                        timestamp=e.time,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=e.type,
+                    mandatory=False,
+                )
+                for e in envelopes
+            )
+        )
+
+    async def stop(self) -> None:
+        for channel, queue, tag in self._consumers:
+            if not channel.is_closed:
+                await queue.cancel(tag)
+        self._consumers.clear()
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+        self.started = False
+
+    def ready(self) -> bool:
+        return (
+            self.started
+            and self._connection is not None
+            and not self._connection.is_closed
+            and all(not ch.is_closed for ch, _, _ in self._consumers)
+        )

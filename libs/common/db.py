@@ -1,0 +1,190 @@
+"""Each service's own database: a PostgreSQL schema named after the service, or a SQLite file.
+
+`Database.transaction()` is the only way services write: it commits, then wakes the outbox relay.
+Alembic migrations (each service's `migrations/` folder) are applied on start, under an advisory
+lock so that replicas starting together do not race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeDecorator
+
+from libs.common.settings import Settings
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every dialect (SQLite stores no offset and returns naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given; use libs.common.envelope.utcnow()")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def bus_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The outbox and inbox every service keeps beside its own tables."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("envelope", Text, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        # A relay leases rows while publishing them; an expired lease means its relay died.
+        Column("leased_until", UTCDateTime, nullable=True),
+    )
+    inbox = Table(
+        "processed_events",
+        metadata,
+        Column("event_id", String(36), primary_key=True),
+        Column("consumer", String(100), primary_key=True),
+        Column("processed_at", UTCDateTime, nullable=False),
+    )
+    return outbox, inbox
+
+
+class Database:
+    def __init__(self, settings: Settings, service: str, metadata: MetaData, migrations: Path):
+        self.service = service
+        self.metadata = metadata
+        self.migrations = migrations
+        self.outbox = metadata.tables["outbox"]
+        self.inbox = metadata.tables["processed_events"]
+        self.outbox_written = asyncio.Event()
+        self._write_lock: asyncio.Lock | None = None
+        if settings.database_url:
+            url = make_url(settings.database_url).set(drivername="postgresql+asyncpg")
+            self.engine = create_async_engine(
+                url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_pool_size,
+                pool_pre_ping=True,
+                connect_args={"server_settings": {"search_path": service}},
+            )
+        else:
+            path = settings.data_path / f"{service}.db"
+            self.engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # SQLite has one writer per file; queueing writers here beats "database is locked".
+            self._write_lock = asyncio.Lock()
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *, wake_relay: bool = True) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits on success, rolls back on error.
+
+        After the commit it wakes the outbox relay and runs the callbacks that the work queued
+        with `after_commit` (things that must not happen unless the work is durable).
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            session = await stack.enter_async_context(self.sessions())
+            session.info.update(source=self.service, outbox=self.outbox, after_commit=[])
+            await stack.enter_async_context(session.begin())
+            yield session
+        if wake_relay:
+            self.outbox_written.set()
+        for callback in session.info["after_commit"]:
+            callback()
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as conn:
+            if self.is_postgres:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                    {"name": f"chatdesk-migrate-{self.service}"},
+                )
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.service}"'))
+            await conn.run_sync(self._upgrade)
+
+    def _upgrade(self, connection: Connection) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(self.migrations))
+        cfg.attributes["connection"] = connection
+        cfg.attributes["metadata"] = self.metadata
+        command.upgrade(cfg, "head")
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def insert_ignore(session: AsyncSession, table: Table) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect; check `rowcount` for a hit."""
+    dialect: Any = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    stmt: Insert = dialect.insert(table).on_conflict_do_nothing()
+    return stmt
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` once the current `Database.transaction()` has committed."""
+    session.info["after_commit"].append(callback)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def run_migrations_env() -> None:
+    """Body of every service's `migrations/env.py`: migrate on the connection `migrate` passes."""
+    from alembic import context
+
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=context.config.attributes["metadata"],
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()

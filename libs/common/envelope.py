@@ -1,0 +1,79 @@
+"""The one envelope every bus event travels in, and the base class of event payloads.
+
+An event type is a pydantic model with a `type` (also its routing key on the topic exchange) and a
+`schema_version`. Subscribers outside chatdesk read the JSON Schemas in `docs/events/`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Event(BaseModel):
+    """Payload of one event type. Subclasses set `type` and document every field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    registry: ClassVar[dict[str, type[Event]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" in cls.__dict__:
+            if cls.type in Event.registry:
+                raise TypeError(f"event type {cls.type!r} is declared twice")
+            Event.registry[cls.type] = cls
+
+
+E = TypeVar("E", bound=Event)
+
+
+class Envelope(BaseModel):
+    """What travels on the bus: metadata plus the event's `data`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=new_id, description="Unique event id; consumers dedupe on it.")
+    type: str = Field(description="Event type, also the routing key, e.g. `chat.opened`.")
+    source: str = Field(description="The service that emitted the event.")
+    time: datetime = Field(default_factory=utcnow, description="When the event happened (UTC).")
+    subject: str | None = Field(
+        default=None, description="Id of the entity the event is about (a chat id, a contact id)."
+    )
+    schema_version: int = Field(default=1, description="Version of the `data` schema.")
+    data: dict[str, Any]
+
+    @classmethod
+    def wrap(cls, event: Event, *, source: str, subject: str | None = None) -> Envelope:
+        return cls(
+            type=event.type,
+            source=source,
+            subject=subject,
+            schema_version=event.schema_version,
+            data=event.model_dump(mode="json"),
+        )
+
+    def parse(self, model: type[E]) -> E:
+        return model.model_validate(self.data)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Envelope:
+        return cls.model_validate(orjson.loads(raw))

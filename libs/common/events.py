@@ -1,0 +1,216 @@
+"""The event catalogue: every event chatdesk publishes, one pydantic model each.
+
+This module is the bus contract between the services and for outside subscribers;
+`make events` writes its JSON Schemas to `docs/events/`. Adding a field is compatible;
+renaming or removing one needs a new `schema_version`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from libs.common.envelope import Event, utcnow
+
+Platform = Literal["telegram", "facebook"]
+Direction = Literal["in", "out"]
+DeliveryStatus = Literal["pending", "sent", "delivered", "read", "failed"]
+AgentStatus = Literal["active", "inactive"]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sender(_Part):
+    """Who wrote a message, as the platform describes them."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    username: str | None = None
+    language_code: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        name = " ".join(p for p in (self.first_name, self.last_name) if p)
+        return name or (f"@{self.username}" if self.username else "Unknown customer")
+
+
+class Attachment(_Part):
+    kind: str = Field(description="photo, document, voice, audio, video, sticker, location, ...")
+    name: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    platform_file_id: str | None = Field(default=None, description="The platform's file id.")
+
+
+class InboundMessage(Event):
+    """A customer's message, verified and normalized by ingest, not yet attributed to a contact."""
+
+    type = "inbound.received"
+
+    channel_id: str
+    queue_id: str = Field(description="The queue the channel feeds.")
+    platform: Platform
+    external_user_id: str = Field(description="The sender's id on the platform.")
+    external_chat_id: str = Field(description="Where replies go on the platform.")
+    external_message_id: str
+    sender: Sender
+    text: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    sent_at: datetime = Field(description="When the platform says it was sent (second precision).")
+    received_at: datetime = Field(
+        default_factory=utcnow, description="When ingest accepted it; orders a chat's messages."
+    )
+
+
+class InboundResolved(Event):
+    """contacts attributed an inbound message to a contact (found or just created)."""
+
+    type = "inbound.resolved"
+
+    contact_id: str
+    contact_name: str
+    contact_created: bool
+    message: InboundMessage
+
+
+class ContactCreated(Event):
+    """A new contact was created from a platform identity that reached us for the first time."""
+
+    type = "contact.created"
+
+    contact_id: str
+    name: str
+    platform: Platform
+    external_user_id: str
+    channel_id: str
+
+
+class MessageView(_Part):
+    """A chat message as the console and subscribers see it."""
+
+    id: str
+    chat_id: str
+    direction: Direction
+    text: str | None
+    attachments: list[Attachment] = Field(default_factory=list)
+    created_at: datetime
+    author_agent_id: str | None = None
+    delivery_status: DeliveryStatus | None = Field(
+        default=None, description="For outgoing messages: how far delivery has got."
+    )
+    delivery_error: str | None = None
+
+
+class ChatOpened(Event):
+    """A new chat was opened by a customer message (no active chat on that channel)."""
+
+    type = "chat.opened"
+
+    chat_id: str
+    contact_id: str
+    channel_id: str
+    queue_id: str
+    platform: Platform
+    opened_at: datetime
+
+
+class ChatMessageReceived(Event):
+    """A customer message was added to a chat."""
+
+    type = "chat.message_received"
+
+    chat_id: str
+    agent_id: str | None = Field(description="The agent holding the chat (offered or owner).")
+    message: MessageView
+
+
+class ChatReplyPosted(Event):
+    """An agent posted a reply; ingest delivers it to the platform."""
+
+    type = "chat.reply_posted"
+
+    chat_id: str
+    agent_id: str
+    channel_id: str
+    platform: Platform
+    external_chat_id: str
+    message: MessageView
+
+
+class ChatMessageStatusChanged(Event):
+    """The delivery status of an outgoing message changed."""
+
+    type = "chat.message_status_changed"
+
+    chat_id: str
+    agent_id: str | None
+    message: MessageView
+
+
+class ChatQueued(Event):
+    """A chat waits in a queue for an available agent."""
+
+    type = "chat.queued"
+
+    chat_id: str
+    queue_id: str
+
+
+class ChatOffered(Event):
+    """A chat was offered to an agent; it shows in that agent's New list."""
+
+    type = "chat.offered"
+
+    chat_id: str
+    queue_id: str
+    agent_id: str
+    contact_id: str
+    offered_at: datetime
+
+
+class ChatAccepted(Event):
+    """An agent accepted a chat and became its owner."""
+
+    type = "chat.accepted"
+
+    chat_id: str
+    queue_id: str
+    agent_id: str
+    accepted_at: datetime
+
+
+class ChatCompleted(Event):
+    """A chat was completed; the customer's next message opens a new chat."""
+
+    type = "chat.completed"
+
+    chat_id: str
+    agent_id: str | None
+    completed_by: str | None = Field(description="Agent id, or null when completed by the system.")
+    completed_at: datetime
+
+
+class DeliveryUpdated(Event):
+    """ingest's report on delivering an outgoing message to the platform."""
+
+    type = "message.delivery_updated"
+
+    message_id: str
+    chat_id: str
+    status: DeliveryStatus
+    platform_message_id: str | None = None
+    error: str | None = Field(default=None, description="Human-readable reason when failed.")
+
+
+class AgentStatusChanged(Event):
+    """An agent's status changed (by the agent, or by login and logout)."""
+
+    type = "agent.status_changed"
+
+    agent_id: str
+    status: AgentStatus
+    previous: AgentStatus

@@ -1,0 +1,84 @@
+"""Transactional outbox: events are written with the change that caused them, then relayed.
+
+A crash between commit and publish loses nothing: the rows stay until the bus has confirmed them.
+Relays of several replicas lease disjoint batches (`FOR UPDATE SKIP LOCKED` on PostgreSQL); a
+lease that runs out (its relay died mid-publish) makes the rows eligible again, and consumers'
+inboxes absorb the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.common.bus import Bus
+from libs.common.db import Database
+from libs.common.envelope import Envelope, Event, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=30)
+
+
+async def emit(session: AsyncSession, event: Event, *, subject: str | None = None) -> Envelope:
+    """Add `event` to the outbox of the transaction `session` belongs to."""
+    envelope = Envelope.wrap(event, source=session.info["source"], subject=subject)
+    await session.execute(
+        insert(session.info["outbox"]).values(
+            envelope=envelope.to_bytes().decode(), created_at=envelope.time
+        )
+    )
+    return envelope
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, bus: Bus, *, batch: int, poll_s: float) -> None:
+        self.db = db
+        self.bus = bus
+        self.batch = batch
+        self.poll_s = poll_s
+
+    async def run(self) -> None:
+        while True:
+            self.db.outbox_written.clear()
+            try:
+                relayed = await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying", extra={"service": self.db.service})
+                await asyncio.sleep(self.poll_s)
+                continue
+            if relayed < self.batch:
+                # Woken by a commit, or by the poll for rows other replicas left behind.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.db.outbox_written.wait(), self.poll_s)
+
+    async def relay_once(self) -> int:
+        outbox = self.db.outbox
+        now = utcnow()
+        async with self.db.transaction(wake_relay=False) as session:
+            rows = (
+                await session.execute(
+                    select(outbox.c.id, outbox.c.envelope)
+                    .where(or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now))
+                    .order_by(outbox.c.id)
+                    .limit(self.batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            ids = [r.id for r in rows]
+            await session.execute(
+                update(outbox).where(outbox.c.id.in_(ids)).values(leased_until=now + LEASE)
+            )
+        await self.bus.publish([Envelope.model_validate_json(r.envelope) for r in rows])
+        async with self.db.transaction(wake_relay=False) as session:
+            await session.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+        return len(rows)

@@ -1,0 +1,151 @@
+"""The shape every chatdesk service has, and the runtime it is given.
+
+A service is its database, its bus handlers, its HTTP app and its background loops. The launcher
+(`services/launcher.py`) builds services from a `Runtime` and runs one of them per process in
+distributed mode, or all of them in one process in embedded mode; the code paths are the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+from fastapi import FastAPI, Header, HTTPException, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import MetaData
+
+from libs.common.bus import Bus
+from libs.common.db import Database
+from libs.common.handlers import Consumers
+from libs.common.outbox import OutboxRelay
+from libs.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INTERNAL_TOKEN_HEADER = "X-Chatdesk-Internal-Token"
+
+
+class Runtime:
+    """What a service gets from the process it runs in: settings, the bus, its peers."""
+
+    def __init__(self, settings: Settings, bus: Bus) -> None:
+        self.settings = settings
+        self.bus = bus
+        # Embedded mode has no peers in other processes, yet ingest's internal API shares the
+        # public webhook port: a per-process random token still closes it.
+        self.internal_token = (
+            settings.internal_token.get_secret_value()
+            if settings.internal_token
+            else secrets.token_urlsafe(32)
+        )
+        self.local_apps: dict[str, FastAPI] = {}
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def client(self, service: str) -> httpx.AsyncClient:
+        """HTTP client for a peer's internal API: in-process when it runs here, else over TCP."""
+        if service not in self._clients:
+            headers = {INTERNAL_TOKEN_HEADER: self.internal_token}
+            app = self.local_apps.get(service)
+            if app is not None:
+                transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=app)
+                base = f"http://{service}"
+            else:
+                transport = httpx.AsyncHTTPTransport(retries=2)
+                base = self.settings.service_url(service)
+            self._clients[service] = httpx.AsyncClient(
+                base_url=base, headers=headers, transport=transport, timeout=10.0
+            )
+        return self._clients[service]
+
+    def internal_auth(self) -> Callable[..., None]:
+        expected = self.internal_token.encode()
+
+        def check(
+            token: Annotated[str | None, Header(alias=INTERNAL_TOKEN_HEADER)] = None,
+        ) -> None:
+            if token is None or not hmac.compare_digest(token.encode(), expected):
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "internal API: bad token")
+
+        return check
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+
+
+@dataclass
+class Service:
+    name: str
+    runtime: Runtime
+    db: Database
+    consumers: Consumers
+    app: FastAPI
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    loops: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def prepare(self) -> None:
+        """Migrate, run start hooks and subscribe; call before the bus starts."""
+        await self.db.migrate()
+        for hook in self.on_start:
+            await hook()
+        self.consumers.attach(self.runtime.bus, self.db)
+
+    def run_loops(self) -> None:
+        settings = self.runtime.settings
+        relay = OutboxRelay(
+            self.db, self.runtime.bus, batch=settings.outbox_batch, poll_s=settings.outbox_poll_s
+        )
+        for loop in [relay.run, *self.loops]:
+            self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}:{loop.__name__}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for hook in self.on_stop:
+            await hook()
+        await self.db.dispose()
+
+
+def new_database(runtime: Runtime, name: str, metadata: MetaData, package_dir: Path) -> Database:
+    return Database(runtime.settings, name, metadata, package_dir / "migrations")
+
+
+def new_app(
+    name: str,
+    runtime: Runtime,
+    db_ready: Callable[[], Awaitable[bool]],
+    *,
+    api_prefix: str | None = None,
+) -> FastAPI:
+    """A FastAPI app with the health endpoints every service has.
+
+    Only a public API (`api_prefix`) publishes its OpenAPI schema and docs.
+    """
+    app = FastAPI(
+        title=f"chatdesk {name}",
+        openapi_url=f"{api_prefix}/openapi.json" if api_prefix else None,
+        docs_url=f"{api_prefix}/docs" if api_prefix else None,
+        redoc_url=None,
+    )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": name}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = {"database": await db_ready(), "bus": runtime.bus.ready()}
+        code = status.HTTP_200_OK if all(checks.values()) else status.HTTP_503_SERVICE_UNAVAILABLE
+        return JSONResponse({"service": name, "ready": all(checks.values()), **checks}, code)
+
+    return app

@@ -1,0 +1,87 @@
+"""Every setting chatdesk reads from the environment, in one place (documented in README).
+
+Storage and bus are chosen independently: `DATABASE_URL` set means PostgreSQL (one schema per
+service), unset means one SQLite file per service under `CHATDESK_DATA_DIR`; `AMQP_URL` set means
+RabbitMQ, unset means the in-process bus, which only works when every service runs in one process.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("ingest", "contacts", "chat", "routing", "cases", "gateway")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHATDESK_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "CHATDESK_DATABASE_URL")
+    )
+    amqp_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AMQP_URL", "CHATDESK_AMQP_URL")
+    )
+    data_dir: Path = Path("var")
+    admin_password: SecretStr | None = None
+    # Shared secret between our own services; required when they run as separate processes.
+    internal_token: SecretStr | None = None
+    public_base_url: str | None = None
+
+    gateway_port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT"))
+    ingest_port: int = Field(default=8001, validation_alias=AliasChoices("INGEST_PORT"))
+    routing_port: int = Field(default=8002, validation_alias=AliasChoices("ROUTING_PORT"))
+    chat_port: int = Field(default=8003, validation_alias=AliasChoices("CHAT_PORT"))
+    contacts_port: int = Field(default=8004, validation_alias=AliasChoices("CONTACTS_PORT"))
+    cases_port: int = Field(default=8005, validation_alias=AliasChoices("CASES_PORT"))
+    host: str = "127.0.0.1"
+    # Where the other services are reached in distributed mode, `http://host:port` by default.
+    ingest_url: str | None = None
+    routing_url: str | None = None
+    chat_url: str | None = None
+    contacts_url: str | None = None
+    cases_url: str | None = None
+
+    exchange: str = "chatdesk"
+    bus_prefetch: int = 64
+    bus_max_attempts: int = 5
+    bus_retry_delay_s: float = 2.0
+    outbox_poll_s: float = 1.0
+    outbox_batch: int = 200
+    db_pool_size: int = 5
+
+    token_ttl_hours: int = 12
+    telegram_api_base: str = "https://api.telegram.org"
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @model_validator(mode="after")
+    def _internal_token_when_distributed(self) -> Settings:
+        if self.amqp_url is not None and self.internal_token is None:
+            raise ValueError(
+                "CHATDESK_INTERNAL_TOKEN must be set when AMQP_URL is set: services then run as "
+                "separate processes and authenticate each other's internal calls with it"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """Embedded mode: SQLite files and the in-process bus, every service in one process."""
+        return self.database_url is None
+
+    @cached_property
+    def data_path(self) -> Path:
+        path = self.data_dir.resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def port(self, service: str) -> int:
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+    def service_url(self, service: str) -> str:
+        url: str | None = getattr(self, f"{service}_url")
+        return url or f"http://{self.host}:{self.port(service)}"

@@ -1,0 +1,60 @@
+"""chat's internal HTTP API, used by the gateway."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from libs.common.db import Database
+from libs.common.events import MessageView
+from services.chat import service
+from services.chat.models import Chat, ChatOut, CompleteIn, ReplyIn
+
+
+def internal_router(db: Database) -> APIRouter:
+    router = APIRouter(prefix="/internal")
+
+    async def load(session: object, chat_id: str) -> Chat:
+        chat = await session.get(Chat, chat_id)  # type: ignore[attr-defined]
+        if chat is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown chat")
+        return chat  # type: ignore[no-any-return]
+
+    @router.get("/chats")
+    async def list_chats(
+        ids: Annotated[str, Query(description="Comma-separated chat ids")] = "",
+    ) -> list[ChatOut]:
+        async with db.sessions() as session:
+            chats = await service.chats_by_ids(session, [i for i in ids.split(",") if i])
+        return [ChatOut.of(c) for c in chats]
+
+    @router.get("/chats/{chat_id}")
+    async def get_chat(chat_id: str) -> ChatOut:
+        async with db.sessions() as session:
+            return ChatOut.of(await load(session, chat_id))
+
+    @router.get("/chats/{chat_id}/messages")
+    async def list_messages(chat_id: str) -> list[MessageView]:
+        async with db.sessions() as session:
+            await load(session, chat_id)
+            return [m.view() for m in await service.messages_of(session, chat_id)]
+
+    @router.post("/chats/{chat_id}/replies", status_code=status.HTTP_201_CREATED)
+    async def post_reply(chat_id: str, reply: ReplyIn) -> MessageView:
+        async with db.transaction() as session:
+            chat = await load(session, chat_id)
+            try:
+                message = await service.post_reply(session, chat, reply.agent_id, reply.text)
+            except service.ChatClosed as exc:
+                raise HTTPException(status.HTTP_409_CONFLICT, "the chat is completed") from exc
+        return message.view()
+
+    @router.post("/chats/{chat_id}/complete")
+    async def complete(chat_id: str, body: CompleteIn) -> ChatOut:
+        async with db.transaction() as session:
+            chat = await load(session, chat_id)
+            await service.complete(session, chat, body.agent_id)
+        return ChatOut.of(chat)
+
+    return router

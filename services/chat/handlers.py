@@ -1,0 +1,32 @@
+"""chat's bus handlers."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.common.envelope import Envelope
+from libs.common.events import ChatAccepted, ChatOffered, DeliveryUpdated, InboundResolved
+from libs.common.handlers import Consumers
+from services.chat import service
+
+consumers = Consumers("chat")
+
+
+@consumers.on(InboundResolved)
+async def thread_inbound(session: AsyncSession, event: InboundResolved, _: Envelope) -> None:
+    await service.thread_inbound(session, event)
+
+
+@consumers.on(ChatOffered)
+async def record_offer(session: AsyncSession, event: ChatOffered, _: Envelope) -> None:
+    await service.record_offer(session, event)
+
+
+@consumers.on(ChatAccepted)
+async def record_acceptance(session: AsyncSession, event: ChatAccepted, _: Envelope) -> None:
+    await service.record_acceptance(session, event)
+
+
+@consumers.on(DeliveryUpdated)
+async def record_delivery(session: AsyncSession, event: DeliveryUpdated, _: Envelope) -> None:
+    await service.record_delivery(session, event)

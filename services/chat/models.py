@@ -1,0 +1,113 @@
+"""chat's tables: chats and their messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from libs.common.db import UTCDateTime, bus_tables
+from libs.common.envelope import utcnow
+from libs.common.events import Attachment, MessageView
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+outbox, inbox = bus_tables(Base.metadata)
+
+OPEN = "status <> 'completed'"
+
+
+class Chat(Base):
+    __tablename__ = "chats"
+    __table_args__ = (
+        # The rule that threads messages: one open chat per contact and channel.
+        Index(
+            "one_open_chat_per_contact_channel",
+            "contact_id",
+            "channel_id",
+            unique=True,
+            postgresql_where=text(OPEN),
+            sqlite_where=text(OPEN),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String(36), index=True)
+    contact_name: Mapped[str] = mapped_column(String(300))
+    channel_id: Mapped[str] = mapped_column(String(36))
+    queue_id: Mapped[str] = mapped_column(String(36))
+    platform: Mapped[str] = mapped_column(String(20))
+    external_chat_id: Mapped[str] = mapped_column(String(100))
+    # new (waiting or offered) -> active (accepted) -> completed
+    status: Mapped[str] = mapped_column(String(20), default="new")
+    # Mirrors routing: the agent the chat is offered to, then its owner.
+    agent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_message_preview: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("chat_id", "external_message_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(3))
+    text: Mapped[str | None] = mapped_column(Text)
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    external_message_id: Mapped[str | None] = mapped_column(String(100))
+    author_agent_id: Mapped[str | None] = mapped_column(String(36))
+    delivery_status: Mapped[str | None] = mapped_column(String(20))
+    delivery_error: Mapped[str | None] = mapped_column(Text)
+
+    def view(self) -> MessageView:
+        return MessageView(
+            id=self.id,
+            chat_id=self.chat_id,
+            direction=self.direction,  # type: ignore[arg-type]
+            text=self.text,
+            attachments=[Attachment.model_validate(a) for a in self.attachments],
+            created_at=self.created_at,
+            author_agent_id=self.author_agent_id,
+            delivery_status=self.delivery_status,  # type: ignore[arg-type]
+            delivery_error=self.delivery_error,
+        )
+
+
+class ChatOut(BaseModel):
+    id: str
+    status: str
+    contact_id: str
+    contact_name: str
+    channel_id: str
+    queue_id: str
+    agent_id: str | None
+    platform: str
+    opened_at: datetime
+    accepted_at: datetime | None
+    completed_at: datetime | None
+    last_message_at: datetime
+    last_message_preview: str
+
+    @classmethod
+    def of(cls, chat: Chat) -> ChatOut:
+        return cls.model_validate(chat, from_attributes=True)
+
+
+class ReplyIn(BaseModel):
+    agent_id: str
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class CompleteIn(BaseModel):
+    agent_id: str | None = None

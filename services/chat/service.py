@@ -1,0 +1,200 @@
+"""chat's operations: threading customer messages, replies, the chat lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.common.envelope import new_id, utcnow
+from libs.common.events import (
+    ChatAccepted,
+    ChatCompleted,
+    ChatMessageReceived,
+    ChatMessageStatusChanged,
+    ChatOffered,
+    ChatOpened,
+    ChatReplyPosted,
+    DeliveryUpdated,
+    InboundResolved,
+)
+from libs.common.outbox import emit
+from services.chat.models import Chat, Message
+
+PREVIEW = 200
+
+
+class ChatClosed(Exception):
+    """The chat is completed: nothing more can be posted to it."""
+
+
+async def _open_chat(session: AsyncSession, contact_id: str, channel_id: str) -> Chat | None:
+    return await session.scalar(
+        select(Chat).where(
+            Chat.contact_id == contact_id,
+            Chat.channel_id == channel_id,
+            Chat.status != "completed",
+        )
+    )
+
+
+async def thread_inbound(session: AsyncSession, resolved: InboundResolved) -> None:
+    """Append the message to the contact's open chat on that channel, or open a new chat."""
+    inbound = resolved.message
+    chat = await _open_chat(session, resolved.contact_id, inbound.channel_id)
+    opened = False
+    if chat is None:
+        chat = Chat(
+            id=new_id(),
+            contact_id=resolved.contact_id,
+            contact_name=resolved.contact_name,
+            channel_id=inbound.channel_id,
+            queue_id=inbound.queue_id,
+            platform=inbound.platform,
+            external_chat_id=inbound.external_chat_id,
+            status="new",
+            opened_at=inbound.received_at,
+            last_message_at=inbound.received_at,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(chat)
+        except IntegrityError:
+            # Another message of this customer opened the chat at the same moment: join it.
+            chat = await _open_chat(session, resolved.contact_id, inbound.channel_id)
+            assert chat is not None
+        else:
+            opened = True
+    message = Message(
+        id=new_id(),
+        chat_id=chat.id,
+        direction="in",
+        text=inbound.text,
+        attachments=[a.model_dump(mode="json") for a in inbound.attachments],
+        created_at=inbound.received_at,
+        external_message_id=inbound.external_message_id,
+    )
+    session.add(message)
+    chat.last_message_at = max(chat.last_message_at, inbound.received_at)
+    chat.last_message_preview = (inbound.text or "")[:PREVIEW]
+    await session.flush()
+    if opened:
+        await emit(
+            session,
+            ChatOpened(
+                chat_id=chat.id,
+                contact_id=chat.contact_id,
+                channel_id=chat.channel_id,
+                queue_id=chat.queue_id,
+                platform=inbound.platform,
+                opened_at=chat.opened_at,
+            ),
+            subject=chat.id,
+        )
+    await emit(
+        session,
+        ChatMessageReceived(chat_id=chat.id, agent_id=chat.agent_id, message=message.view()),
+        subject=chat.id,
+    )
+
+
+async def record_offer(session: AsyncSession, offer: ChatOffered) -> None:
+    chat = await session.get(Chat, offer.chat_id)
+    if chat is not None and chat.status == "new":
+        chat.agent_id = offer.agent_id
+
+
+async def record_acceptance(session: AsyncSession, accepted: ChatAccepted) -> None:
+    chat = await session.get(Chat, accepted.chat_id)
+    if chat is not None and chat.status != "completed":
+        chat.status = "active"
+        chat.agent_id = accepted.agent_id
+        chat.accepted_at = accepted.accepted_at
+
+
+async def post_reply(session: AsyncSession, chat: Chat, agent_id: str, text: str) -> Message:
+    if chat.status == "completed":
+        raise ChatClosed(chat.id)
+    now = utcnow()
+    message = Message(
+        id=new_id(),
+        chat_id=chat.id,
+        direction="out",
+        text=text,
+        attachments=[],
+        created_at=now,
+        author_agent_id=agent_id,
+        delivery_status="pending",
+    )
+    session.add(message)
+    chat.last_message_at = now
+    chat.last_message_preview = text[:PREVIEW]
+    await session.flush()
+    await emit(
+        session,
+        ChatReplyPosted(
+            chat_id=chat.id,
+            agent_id=agent_id,
+            channel_id=chat.channel_id,
+            platform=chat.platform,  # type: ignore[arg-type]
+            external_chat_id=chat.external_chat_id,
+            message=message.view(),
+        ),
+        subject=chat.id,
+    )
+    return message
+
+
+async def record_delivery(session: AsyncSession, update: DeliveryUpdated) -> None:
+    message = await session.get(Message, update.message_id)
+    if message is None:
+        return
+    message.delivery_status = update.status
+    message.delivery_error = update.error
+    chat = await session.get(Chat, message.chat_id)
+    await emit(
+        session,
+        ChatMessageStatusChanged(
+            chat_id=message.chat_id,
+            agent_id=chat.agent_id if chat else None,
+            message=message.view(),
+        ),
+        subject=message.chat_id,
+    )
+
+
+async def complete(session: AsyncSession, chat: Chat, by_agent: str | None) -> bool:
+    """Complete the chat; False if it already was."""
+    if chat.status == "completed":
+        return False
+    chat.status = "completed"
+    chat.completed_at = utcnow()
+    await emit(
+        session,
+        ChatCompleted(
+            chat_id=chat.id,
+            agent_id=chat.agent_id,
+            completed_by=by_agent,
+            completed_at=chat.completed_at,
+        ),
+        subject=chat.id,
+    )
+    return True
+
+
+async def chats_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[Chat]:
+    if not ids:
+        return []
+    rows = await session.scalars(
+        select(Chat).where(Chat.id.in_(ids)).order_by(Chat.last_message_at.desc())
+    )
+    return list(rows)
+
+
+async def messages_of(session: AsyncSession, chat_id: str) -> list[Message]:
+    rows = await session.scalars(
+        select(Message).where(Message.chat_id == chat_id).order_by(Message.created_at, Message.id)
+    )
+    return list(rows)

@@ -1,0 +1,17 @@
+"""contacts' bus handlers."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.common.envelope import Envelope
+from libs.common.events import InboundMessage
+from libs.common.handlers import Consumers
+from services.contacts import service
+
+consumers = Consumers("contacts")
+
+
+@consumers.on(InboundMessage)
+async def resolve_contact(session: AsyncSession, event: InboundMessage, _: Envelope) -> None:
+    await service.resolve_contact(session, event)

@@ -1,0 +1,56 @@
+"""contacts' tables: contacts and the platform identities that reached us."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from libs.common.db import UTCDateTime, bus_tables
+from libs.common.envelope import utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+outbox, inbox = bus_tables(Base.metadata)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Identity(Base):
+    """One (platform, platform user id, channel) that wrote to us, and whose contact it is."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("platform", "external_user_id", "channel_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"), index=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    external_user_id: Mapped[str] = mapped_column(String(100))
+    channel_id: Mapped[str] = mapped_column(String(36))
+    username: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdentityOut(BaseModel):
+    platform: str
+    external_user_id: str
+    channel_id: str
+    username: str | None
+
+
+class ContactOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+    identities: list[IdentityOut]

@@ -1,0 +1,317 @@
+"""The console's REST API under /api (the public contract in SPEC.md).
+
+No `from __future__ import annotations` here: FastAPI must see the `Annotated` dependencies
+defined inside `build_router` as objects, not strings.
+"""
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select
+
+from libs.common.db import Database
+from libs.common.settings import Settings
+from services.gateway import auth
+from services.gateway.models import (
+    Agent,
+    AgentIn,
+    AgentOut,
+    ChatAction,
+    ChatView,
+    LoginIn,
+    LoginOut,
+    MeOut,
+    StatusIn,
+    TextMessageIn,
+)
+from services.gateway.peers import Peers
+
+bearer = HTTPBearer(auto_error=False)
+
+ACTIONS = [
+    ChatAction(code="complete", title="Complete chat"),
+    ChatAction(code="create_case", title="Create case"),
+]
+
+
+class QueueIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    agent_ids: list[str] = Field(default_factory=list)
+    accept_timeout_s: int = 60
+    reply_timeout_s: int = 300
+    capacity: int = 5
+
+
+class ChannelIn(BaseModel):
+    kind: Literal["telegram"]
+    name: str
+    queue_id: str
+    token: str
+    secret: str
+    api_base: str | None = None
+
+
+def agent_out(agent: Agent) -> AgentOut:
+    return AgentOut(
+        id=agent.id,
+        username=agent.username,
+        display_name=agent.display_name,
+        role=agent.role,  # type: ignore[arg-type]
+    )
+
+
+def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
+    router = APIRouter(prefix="/api")
+
+    async def current_agent(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Agent:
+        if credentials is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token")
+        async with db.sessions() as session:
+            agent = await auth.agent_for_token(session, credentials.credentials)
+        if agent is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or expired token")
+        return agent
+
+    CurrentAgent = Annotated[Agent, Depends(current_agent)]
+
+    async def supervisor(agent: CurrentAgent) -> Agent:
+        if agent.role != "supervisor":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "supervisors only")
+        return agent
+
+    Supervisor = Annotated[Agent, Depends(supervisor)]
+
+    async def me_out(agent: Agent) -> MeOut:
+        routing = await peers.get("routing", f"/internal/agents/{agent.id}")
+        return MeOut(**agent_out(agent).model_dump(), status=routing["status"])
+
+    def chat_view(chat: dict[str, Any], assignment: dict[str, Any] | None) -> ChatView:
+        """Routing is the authority on who holds an open chat; chat on whether it is over."""
+        if assignment is not None and chat["status"] != "completed":
+            chat = {
+                **chat,
+                "agent_id": assignment["agent_id"],
+                "status": "active" if assignment["state"] == "assigned" else "new",
+            }
+        return ChatView.model_validate(chat)
+
+    async def accessible_chat(
+        agent: Agent, chat_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The chat and its assignment, if this agent may see it (404 otherwise: no leaks)."""
+        assignment = await peers.find("routing", f"/internal/assignments/{chat_id}")
+        if agent.role != "supervisor" and (
+            assignment is None or assignment["agent_id"] != agent.id
+        ):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown chat")
+        chat = await peers.get("chat", f"/internal/chats/{chat_id}")
+        return chat, assignment
+
+    async def owned_chat(agent: Agent, chat_id: str) -> dict[str, Any]:
+        chat, assignment = await accessible_chat(agent, chat_id)
+        owner = assignment is not None and assignment["state"] == "assigned"
+        if not owner or assignment["agent_id"] != agent.id:  # type: ignore[index]
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, "accept the chat first: only its owner can do this"
+            )
+        return chat
+
+    # --- auth -------------------------------------------------------------------------------
+
+    @router.post("/auth/login", tags=["auth"])
+    async def login(body: LoginIn) -> LoginOut:
+        async with db.transaction() as session:
+            agent = await auth.check_password(session, body.username, body.password)
+            if agent is None:
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+            token, row = await auth.issue_token(
+                session, agent, timedelta(hours=settings.token_ttl_hours)
+            )
+        routing = await peers.post("routing", f"/internal/agents/{agent.id}/login")
+        me = MeOut(**agent_out(agent).model_dump(), status=routing["status"])
+        return LoginOut(access_token=token, expires_at=row.expires_at, agent=me)
+
+    @router.post("/auth/logout", tags=["auth"], status_code=status.HTTP_204_NO_CONTENT)
+    async def logout(
+        agent: CurrentAgent,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        assert credentials is not None
+        async with db.transaction() as session:
+            await auth.revoke_token(session, credentials.credentials)
+        await peers.post("routing", f"/internal/agents/{agent.id}/logout")
+
+    @router.get("/me", tags=["agent"])
+    async def me(agent: CurrentAgent) -> MeOut:
+        return await me_out(agent)
+
+    @router.put("/me/status", tags=["agent"])
+    async def set_status(agent: CurrentAgent, body: StatusIn) -> MeOut:
+        await peers.put("routing", f"/internal/agents/{agent.id}/status", body.model_dump())
+        return await me_out(agent)
+
+    # --- chats ------------------------------------------------------------------------------
+
+    @router.get("/chats", tags=["chats"])
+    async def list_chats(
+        agent: CurrentAgent, view: Literal["new", "active"] = "active"
+    ) -> list[ChatView]:
+        """`new`: chats offered to me, awaiting acceptance; `active`: chats I own."""
+        state = "offered" if view == "new" else "assigned"
+        assignments = await peers.get(
+            "routing", "/internal/assignments", params={"agent_id": agent.id, "state": state}
+        )
+        if not assignments:
+            return []
+        by_chat = {a["chat_id"]: a for a in assignments}
+        chats = await peers.get("chat", "/internal/chats", params={"ids": ",".join(by_chat)})
+        return [chat_view(c, by_chat[c["id"]]) for c in chats]
+
+    @router.get("/chats/{chat_id}", tags=["chats"])
+    async def get_chat(agent: CurrentAgent, chat_id: str) -> ChatView:
+        return chat_view(*await accessible_chat(agent, chat_id))
+
+    @router.post("/chats/{chat_id}/accept", tags=["chats"])
+    async def accept_chat(agent: CurrentAgent, chat_id: str) -> ChatView:
+        await accessible_chat(agent, chat_id)
+        assignment = await peers.post(
+            "routing", f"/internal/assignments/{chat_id}/accept", {"agent_id": agent.id}
+        )
+        return chat_view(await peers.get("chat", f"/internal/chats/{chat_id}"), assignment)
+
+    @router.get("/chats/{chat_id}/messages", tags=["chats"])
+    async def list_messages(agent: CurrentAgent, chat_id: str) -> list[dict[str, Any]]:
+        await accessible_chat(agent, chat_id)
+        messages: list[dict[str, Any]] = await peers.get(
+            "chat", f"/internal/chats/{chat_id}/messages"
+        )
+        return messages
+
+    @router.post("/chats/{chat_id}/messages", tags=["chats"], status_code=status.HTTP_201_CREATED)
+    async def post_message(agent: CurrentAgent, chat_id: str, request: Request) -> dict[str, Any]:
+        """Reply to the customer: `{"text": ...}` as JSON."""
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, 'send the reply as JSON: {"text": ...}'
+            )
+        try:
+            body = TextMessageIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from exc
+        await owned_chat(agent, chat_id)
+        message: dict[str, Any] = await peers.post(
+            "chat", f"/internal/chats/{chat_id}/replies", {"agent_id": agent.id, "text": body.text}
+        )
+        return message
+
+    async def complete(agent: Agent, chat_id: str) -> ChatView:
+        if agent.role == "supervisor":
+            chat, assignment = await accessible_chat(agent, chat_id)
+        else:
+            await owned_chat(agent, chat_id)
+            assignment = None
+        chat = await peers.post(
+            "chat", f"/internal/chats/{chat_id}/complete", {"agent_id": agent.id}
+        )
+        return chat_view(chat, assignment)
+
+    @router.post("/chats/{chat_id}/complete", tags=["chats"])
+    async def complete_chat(agent: CurrentAgent, chat_id: str) -> ChatView:
+        return await complete(agent, chat_id)
+
+    @router.get("/chats/{chat_id}/actions", tags=["chats"])
+    async def list_actions(agent: CurrentAgent, chat_id: str) -> list[ChatAction]:
+        await accessible_chat(agent, chat_id)
+        return ACTIONS
+
+    @router.post("/chats/{chat_id}/actions/{code}", tags=["chats"])
+    async def run_action(agent: CurrentAgent, chat_id: str, code: str) -> dict[str, Any]:
+        if code == "complete":
+            return (await complete(agent, chat_id)).model_dump(mode="json")
+        if code == "create_case":
+            chat, assignment = await accessible_chat(agent, chat_id)
+            messages = await peers.get("chat", f"/internal/chats/{chat_id}/messages")
+            case: dict[str, Any] = await peers.post(
+                "cases",
+                "/internal/cases/from-chat",
+                {
+                    "chat_id": chat_id,
+                    "contact_id": chat["contact_id"],
+                    "agent_id": chat_view(chat, assignment).agent_id,
+                    "messages": messages,
+                },
+            )
+            return case
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown chat action {code!r}")
+
+    # --- contacts ---------------------------------------------------------------------------
+
+    @router.get("/contacts/{contact_id}", tags=["contacts"])
+    async def get_contact(agent: CurrentAgent, contact_id: str) -> dict[str, Any]:
+        contact: dict[str, Any] = await peers.get("contacts", f"/internal/contacts/{contact_id}")
+        return contact
+
+    @router.get("/cases/{case_id}", tags=["cases"])
+    async def get_case(agent: CurrentAgent, case_id: str) -> dict[str, Any]:
+        case: dict[str, Any] = await peers.get("cases", f"/internal/cases/{case_id}")
+        return case
+
+    # --- admin ------------------------------------------------------------------------------
+
+    @router.post("/admin/agents", tags=["admin"], status_code=status.HTTP_201_CREATED)
+    async def create_agent(_: Supervisor, body: AgentIn) -> AgentOut:
+        try:
+            agent = await auth.create_agent(db, body)
+        except auth.UsernameTaken as exc:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"username {body.username!r} is taken"
+            ) from exc
+        return agent_out(agent)
+
+    @router.get("/admin/agents", tags=["admin"])
+    async def list_agents(_: Supervisor) -> list[AgentOut]:
+        async with db.sessions() as session:
+            return [
+                agent_out(a) for a in await session.scalars(select(Agent).order_by(Agent.username))
+            ]
+
+    @router.post("/admin/queues", tags=["admin"], status_code=status.HTTP_201_CREATED)
+    async def create_queue(_: Supervisor, body: QueueIn) -> dict[str, Any]:
+        async with db.sessions() as session:
+            known = set(await session.scalars(select(Agent.id).where(Agent.id.in_(body.agent_ids))))
+        unknown = sorted(set(body.agent_ids) - known)
+        if unknown:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown agent ids: {unknown}"
+            )
+        queue: dict[str, Any] = await peers.post("routing", "/internal/queues", body.model_dump())
+        return queue
+
+    @router.get("/admin/queues", tags=["admin"])
+    async def list_queues(_: Supervisor) -> list[dict[str, Any]]:
+        queues: list[dict[str, Any]] = await peers.get("routing", "/internal/queues")
+        return queues
+
+    @router.post("/admin/channels", tags=["admin"], status_code=status.HTTP_201_CREATED)
+    async def create_channel(_: Supervisor, body: ChannelIn) -> dict[str, Any]:
+        if await peers.find("routing", f"/internal/queues/{body.queue_id}") is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown queue id {body.queue_id!r}"
+            )
+        channel: dict[str, Any] = await peers.post(
+            "ingest", "/internal/channels", body.model_dump()
+        )
+        return channel
+
+    @router.get("/admin/channels", tags=["admin"])
+    async def list_channels(_: Supervisor) -> list[dict[str, Any]]:
+        channels: list[dict[str, Any]] = await peers.get("ingest", "/internal/channels")
+        return channels
+
+    return router

@@ -1,0 +1,28 @@
+"""gateway: the console's REST API and WebSocket, its accounts, and the console itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from libs.common.handlers import Consumers
+from libs.common.service import Runtime, Service, new_app, new_database
+from services.gateway import api, auth, push, ws
+from services.gateway.models import Base
+from services.gateway.peers import Peers
+
+NAME = "gateway"
+
+
+def build(runtime: Runtime) -> Service:
+    db = new_database(runtime, NAME, Base.metadata, Path(__file__).parent)
+    hub = push.Hub()
+    consumers = Consumers(NAME)
+    push.register(consumers, hub)
+    app = new_app(NAME, runtime, db.ping, api_prefix="/api")
+    app.include_router(api.build_router(db, Peers(runtime), runtime.settings))
+    app.include_router(ws.build_router(db, hub))
+
+    async def create_first_admin() -> None:
+        await auth.ensure_admin(db, runtime.settings)
+
+    return Service(NAME, runtime, db, consumers, app, on_start=[create_first_admin])

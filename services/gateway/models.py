@@ -1,0 +1,121 @@
+"""gateway's tables: agent accounts, their access tokens, and each agent's event log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from libs.common.db import UTCDateTime, bus_tables
+from libs.common.envelope import utcnow
+from libs.common.events import AgentStatus
+
+Role = Literal["agent", "supervisor"]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+outbox, inbox = bus_tables(Base.metadata)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AccessToken(Base):
+    """A login session. Only the token's SHA-256 is stored."""
+
+    __tablename__ = "access_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AgentEvent(Base):
+    """What the console of one agent is told, in order; `id` is what clients resume after."""
+
+    __tablename__ = "agent_events"
+    __table_args__ = (UniqueConstraint("source_event_id", "agent_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    agent_id: Mapped[str] = mapped_column(String(36), index=True)
+    type: Mapped[str] = mapped_column(String(100))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source_event_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class AgentIn(BaseModel):
+    username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password: str = Field(min_length=8, max_length=1000)
+    display_name: str = Field(min_length=1, max_length=200)
+    role: Role = "agent"
+
+
+class AgentOut(BaseModel):
+    id: str
+    username: str
+    display_name: str
+    role: Role
+
+
+class MeOut(AgentOut):
+    status: AgentStatus
+
+
+class LoginOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime
+    agent: MeOut
+
+
+class StatusIn(BaseModel):
+    status: AgentStatus
+
+
+class TextMessageIn(BaseModel):
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class ChatView(BaseModel):
+    """A chat as the console sees it: chat's record with routing's word on who holds it."""
+
+    id: str
+    status: Literal["new", "active", "completed"]
+    contact_id: str
+    contact_name: str
+    channel_id: str
+    queue_id: str
+    agent_id: str | None
+    platform: str
+    opened_at: datetime
+    accepted_at: datetime | None
+    completed_at: datetime | None
+    last_message_at: datetime
+    last_message_preview: str
+
+
+class ChatAction(BaseModel):
+    code: str
+    title: str

@@ -1,0 +1,103 @@
+"""Live events for agents' consoles.
+
+Bus events that concern an agent are appended to that agent's event log (a table, so the log is
+shared by gateway replicas and survives restarts); each open WebSocket sends what is in the log
+after its cursor. A commit wakes local connections at once; a short poll catches rows written by
+other replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.common.db import after_commit, insert_ignore
+from libs.common.envelope import Envelope, Event
+from libs.common.events import (
+    AgentStatusChanged,
+    ChatAccepted,
+    ChatCompleted,
+    ChatMessageReceived,
+    ChatMessageStatusChanged,
+    ChatOffered,
+    ChatReplyPosted,
+)
+from libs.common.handlers import Consumers
+from services.gateway.models import AgentEvent
+
+FOR_AGENTS: tuple[type[Event], ...] = (
+    ChatOffered,
+    ChatAccepted,
+    ChatMessageReceived,
+    ChatReplyPosted,
+    ChatMessageStatusChanged,
+    ChatCompleted,
+    AgentStatusChanged,
+)
+
+
+PAGE = 500
+
+
+class Hub:
+    """The open connections of this process, by agent, each with a wake-up flag."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def connect(self, agent_id: str) -> asyncio.Event:
+        wake = asyncio.Event()
+        self._connections[agent_id].add(wake)
+        return wake
+
+    def disconnect(self, agent_id: str, wake: asyncio.Event) -> None:
+        self._connections[agent_id].discard(wake)
+        if not self._connections[agent_id]:
+            del self._connections[agent_id]
+
+    def wake(self, agent_id: str) -> None:
+        for wake in self._connections.get(agent_id, ()):
+            wake.set()
+
+
+def recipients(event: Event) -> set[str]:
+    agent_id = getattr(event, "agent_id", None)
+    return {agent_id} if agent_id else set()
+
+
+def register(consumers: Consumers, hub: Hub) -> None:
+    @consumers.on(*FOR_AGENTS)
+    async def push_to_agents(session: AsyncSession, event: Event, envelope: Envelope) -> None:
+        for agent_id in recipients(event):
+            await session.execute(
+                insert_ignore(session, AgentEvent.__table__).values(  # type: ignore[arg-type]
+                    agent_id=agent_id,
+                    type=envelope.type,
+                    data=envelope.data,
+                    source_event_id=envelope.id,
+                    created_at=envelope.time,
+                )
+            )
+            after_commit(session, lambda a=agent_id: hub.wake(a))
+
+
+async def latest_event_id(session: AsyncSession, agent_id: str) -> int:
+    return (
+        await session.scalar(
+            select(func.coalesce(func.max(AgentEvent.id), 0)).where(AgentEvent.agent_id == agent_id)
+        )
+        or 0
+    )
+
+
+async def events_after(session: AsyncSession, agent_id: str, cursor: int) -> list[AgentEvent]:
+    rows = await session.scalars(
+        select(AgentEvent)
+        .where(AgentEvent.agent_id == agent_id, AgentEvent.id > cursor)
+        .order_by(AgentEvent.id)
+        .limit(PAGE)
+    )
+    return list(rows)

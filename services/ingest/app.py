@@ -1,0 +1,24 @@
+"""ingest: platform webhooks in, agents' replies out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import Depends
+
+from libs.common.service import Runtime, Service, new_app, new_database
+from services.ingest import api
+from services.ingest.handlers import bots, consumers
+from services.ingest.models import Base
+
+NAME = "ingest"
+
+
+def build(runtime: Runtime) -> Service:
+    db = new_database(runtime, NAME, Base.metadata, Path(__file__).parent)
+    app = new_app(NAME, runtime, db.ping)
+    app.include_router(api.webhook_router(db))
+    app.include_router(
+        api.internal_router(db, runtime.settings), dependencies=[Depends(runtime.internal_auth())]
+    )
+    return Service(NAME, runtime, db, consumers, app, on_stop=[bots.close])

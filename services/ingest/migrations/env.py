@@ -1,0 +1,3 @@
+from libs.common.db import run_migrations_env
+
+run_migrations_env()

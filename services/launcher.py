@@ -1,0 +1,124 @@
+"""Starting chatdesk: `python -m services [SERVICE ...]` (see README, "Running").
+
+- no argument, embedded (no `AMQP_URL`): every service in this process, in-process bus.
+- no argument, with `AMQP_URL`: one child process per service (what `make run` does).
+- `SERVICE ...`: those services in this process (what a container runs).
+
+A process serves HTTP for the services it runs; when gateway and ingest share a process with the
+others, those others are reached in-process and need no port of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+
+import uvicorn
+
+from libs.common.bus import Bus, InMemoryBus, RabbitBus
+from libs.common.logs import setup_logging
+from libs.common.service import Runtime, Service
+from libs.common.settings import SERVICES, Settings
+from services.cases.app import build as build_cases
+from services.chat.app import build as build_chat
+from services.contacts.app import build as build_contacts
+from services.gateway.app import build as build_gateway
+from services.ingest.app import build as build_ingest
+from services.routing.app import build as build_routing
+
+BUILDERS: dict[str, Callable[[Runtime], Service]] = {
+    "ingest": build_ingest,
+    "contacts": build_contacts,
+    "chat": build_chat,
+    "routing": build_routing,
+    "cases": build_cases,
+    "gateway": build_gateway,
+}
+PUBLIC = ("gateway", "ingest")
+
+
+def make_bus(settings: Settings, names: list[str]) -> Bus:
+    if settings.amqp_url is not None:
+        return RabbitBus(
+            settings.amqp_url.get_secret_value(),
+            exchange=settings.exchange,
+            max_attempts=settings.bus_max_attempts,
+            retry_delay_s=settings.bus_retry_delay_s,
+            prefetch=settings.bus_prefetch,
+        )
+    if set(names) != set(SERVICES):
+        raise SystemExit("AMQP_URL is required to run services in separate processes")
+    return InMemoryBus(
+        max_attempts=settings.bus_max_attempts, retry_delay_s=settings.bus_retry_delay_s
+    )
+
+
+async def run_in_process(settings: Settings, names: list[str]) -> None:
+    runtime = Runtime(settings, make_bus(settings, names))
+    services = [BUILDERS[name](runtime) for name in names]
+    runtime.local_apps = {s.name: s.app for s in services}
+    served = [s for s in services if len(services) == 1 or s.name in PUBLIC]
+    try:
+        for service in services:
+            await service.prepare()
+        await runtime.bus.start()
+        for service in services:
+            service.run_loops()
+        servers = [
+            uvicorn.Server(
+                uvicorn.Config(
+                    s.app,
+                    host=settings.host,
+                    port=settings.port(s.name),
+                    log_config=None,
+                    lifespan="off",
+                    ws_ping_interval=20,
+                )
+            )
+            for s in served
+        ]
+        await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        await runtime.bus.stop()
+        for service in services:
+            await service.stop()
+        await runtime.close()
+
+
+async def supervise() -> int:
+    """One child process per service; when one exits, stop the others and fail."""
+    children = [
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "services", name)
+        for name in SERVICES
+    ]
+
+    def stop_all(*_: object) -> None:
+        for child in children:
+            if child.returncode is None:
+                child.terminate()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_all)
+    waits = [asyncio.ensure_future(c.wait()) for c in children]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    stop_all()
+    codes = await asyncio.gather(*waits)
+    return max(abs(c) for c in codes if c is not None) if any(codes) else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
+    parser.add_argument("services", nargs="*", choices=[*SERVICES, []], metavar="SERVICE")
+    args = parser.parse_args()
+    settings = Settings()
+    names = args.services or list(SERVICES)
+    setup_logging(settings.log_level, settings.log_format, "+".join(args.services) or "chatdesk")
+    with contextlib.suppress(KeyboardInterrupt):
+        if not args.services and settings.amqp_url is not None:
+            sys.exit(asyncio.run(supervise()))
+        asyncio.run(run_in_process(settings, names))
