@@ -157,7 +157,8 @@ class Database:
 
 def insert_ignore(session: AsyncSession, table: Table) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING in the session's dialect; check `rowcount` for a hit."""
-    dialect: Any = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    bind = session.get_bind()
+    dialect: Any = postgresql if bind.dialect.name == "postgresql" else sqlite
     stmt: Insert = dialect.insert(table).on_conflict_do_nothing()
     return stmt
 

@@ -6,6 +6,7 @@ An event type is a pydantic model with a `type` (also its routing key on the top
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -30,14 +31,16 @@ class Event(BaseModel):
     type: ClassVar[str]
     schema_version: ClassVar[int] = 1
 
-    registry: ClassVar[dict[str, type[Event]]] = {}
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "type" in cls.__dict__:
-            if cls.type in Event.registry:
+            if cls.type in EVENT_TYPES:
                 raise TypeError(f"event type {cls.type!r} is declared twice")
-            Event.registry[cls.type] = cls
+            EVENT_TYPES[cls.type] = cls
+
+
+EVENT_TYPES: dict[str, builtins.type[Event]] = {}
+"""Every declared event type by its name (filled as `libs.common.events` is imported)."""
 
 
 E = TypeVar("E", bound=Event)
@@ -68,7 +71,7 @@ class Envelope(BaseModel):
             data=event.model_dump(mode="json"),
         )
 
-    def parse(self, model: type[E]) -> E:
+    def parse(self, model: builtins.type[E]) -> E:
         return model.model_validate(self.data)
 
     def to_bytes(self) -> bytes:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus
 from libs.common.db import Database, insert_ignore
-from libs.common.envelope import Envelope, Event, utcnow
+from libs.common.envelope import EVENT_TYPES, Envelope, Event, utcnow
 from libs.common.logs import log_context
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ class Consumers:
 
 def _runner(reg: _Registered, group: str, db: Database) -> Callable[[Envelope], Awaitable[None]]:
     async def run(envelope: Envelope) -> None:
-        model = Event.registry[envelope.type]
-        event = envelope.parse(model)
+        model = EVENT_TYPES[envelope.type]
+        event: Event = envelope.parse(model)
         with log_context(event_id=envelope.id, subject=envelope.subject, consumer=group):
             if not reg.transactional:
                 await reg.fn(db, event, envelope)

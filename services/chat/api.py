@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import Database
 from libs.common.events import MessageView
@@ -15,11 +16,11 @@ from services.chat.models import Chat, ChatOut, CompleteIn, ReplyIn
 def internal_router(db: Database) -> APIRouter:
     router = APIRouter(prefix="/internal")
 
-    async def load(session: object, chat_id: str) -> Chat:
-        chat = await session.get(Chat, chat_id)  # type: ignore[attr-defined]
+    async def load(session: AsyncSession, chat_id: str) -> Chat:
+        chat = await session.get(Chat, chat_id)
         if chat is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown chat")
-        return chat  # type: ignore[no-any-return]
+        return chat
 
     @router.get("/chats")
     async def list_chats(

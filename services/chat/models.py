@@ -74,12 +74,12 @@ class Message(Base):
         return MessageView(
             id=self.id,
             chat_id=self.chat_id,
-            direction=self.direction,  # type: ignore[arg-type]
+            direction=self.direction,
             text=self.text,
             attachments=[Attachment.model_validate(a) for a in self.attachments],
             created_at=self.created_at,
             author_agent_id=self.author_agent_id,
-            delivery_status=self.delivery_status,  # type: ignore[arg-type]
+            delivery_status=self.delivery_status,
             delivery_error=self.delivery_error,
         )
 

@@ -138,7 +138,7 @@ async def post_reply(session: AsyncSession, chat: Chat, agent_id: str, text: str
             chat_id=chat.id,
             agent_id=agent_id,
             channel_id=chat.channel_id,
-            platform=chat.platform,  # type: ignore[arg-type]
+            platform=chat.platform,
             external_chat_id=chat.external_chat_id,
             message=message.view(),
         ),

@@ -59,7 +59,7 @@ def agent_out(agent: Agent) -> AgentOut:
         id=agent.id,
         username=agent.username,
         display_name=agent.display_name,
-        role=agent.role,  # type: ignore[arg-type]
+        role=agent.role,
     )
 
 

@@ -9,6 +9,7 @@ other replicas.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
 
 from sqlalchemy import func, select
@@ -81,7 +82,7 @@ def register(consumers: Consumers, hub: Hub) -> None:
                     created_at=envelope.time,
                 )
             )
-            after_commit(session, lambda a=agent_id: hub.wake(a))
+            after_commit(session, functools.partial(hub.wake, agent_id))
 
 
 async def latest_event_id(session: AsyncSession, agent_id: str) -> int:

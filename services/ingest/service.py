@@ -114,7 +114,7 @@ async def deliver_reply(db: Database, bots: TelegramBots, reply: ChatReplyPosted
             DeliveryUpdated(
                 message_id=message.id,
                 chat_id=reply.chat_id,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 platform_message_id=platform_id,
                 error=error,
             ),

@@ -50,25 +50,25 @@ def internal_router(db: Database) -> APIRouter:
     async def get_agent(agent_id: str) -> AgentOut:
         async with db.transaction() as session:
             agent = await service.ensure_agent(session, agent_id)
-        return AgentOut(id=agent.id, status=agent.status)  # type: ignore[arg-type]
+        return AgentOut(id=agent.id, status=agent.status)
 
     @router.put("/agents/{agent_id}/status")
     async def set_status(agent_id: str, body: StatusIn) -> AgentOut:
         async with db.transaction() as session:
             agent = await service.set_status(session, agent_id, body.status)
-        return AgentOut(id=agent.id, status=agent.status)  # type: ignore[arg-type]
+        return AgentOut(id=agent.id, status=agent.status)
 
     @router.post("/agents/{agent_id}/login")
     async def login(agent_id: str) -> AgentOut:
         async with db.transaction() as session:
             agent = await service.login(session, agent_id)
-        return AgentOut(id=agent.id, status=agent.status)  # type: ignore[arg-type]
+        return AgentOut(id=agent.id, status=agent.status)
 
     @router.post("/agents/{agent_id}/logout")
     async def logout(agent_id: str) -> AgentOut:
         async with db.transaction() as session:
             agent = await service.logout(session, agent_id)
-        return AgentOut(id=agent.id, status=agent.status)  # type: ignore[arg-type]
+        return AgentOut(id=agent.id, status=agent.status)
 
     @router.get("/assignments")
     async def list_assignments(

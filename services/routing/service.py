@@ -77,7 +77,7 @@ async def set_status(session: AsyncSession, agent_id: str, status: AgentStatus) 
         agent.status = status
         await emit(
             session,
-            AgentStatusChanged(agent_id=agent_id, status=status, previous=previous),  # type: ignore[arg-type]
+            AgentStatusChanged(agent_id=agent_id, status=status, previous=previous),
             subject=agent_id,
         )
         if status == "active":

@@ -196,8 +196,44 @@ async def test_telegram_message_reaches_agent_and_reply_goes_back(
 
         contact = (await anna.http.get(f"/api/contacts/{accepted['contact_id']}")).json()
         assert contact["name"] == "Ivan Petrov"
-    await admin.close()
-    await anna.close()
+
+    # Another agent, not in the queue, sees nothing of it and cannot touch it.
+    await admin.http.post(
+        "/api/admin/agents",
+        json={"username": "boris", "password": "boris-password", "display_name": "Boris"},
+    )
+    boris = await Console.login(product, "boris", "boris-password")
+    assert (await boris.http.get(f"/api/chats/{chat_id}")).status_code == 404
+    assert (await boris.http.get(f"/api/chats/{chat_id}/messages")).status_code == 404
+    reply = await boris.http.post(f"/api/chats/{chat_id}/messages", json={"text": "hi"})
+    assert reply.status_code == 404
+    assert (await boris.http.post(f"/api/chats/{chat_id}/accept")).status_code == 404
+    assert (await boris.http.get("/api/chats", params={"view": "active"})).json() == []
+    assert (await boris.http.post("/api/admin/agents", json={})).status_code == 403
+
+    # Secrets never reach the logs.
+    log = product.log()
+    for secret in (BOT_TOKEN, SECRET, ADMIN_PASSWORD, anna.token, admin.token):
+        assert secret not in log
+    for console in (admin, anna, boris):
+        await console.close()
+
+
+async def test_logout_makes_agent_inactive_and_login_restores_status(
+    product: Product, fake_telegram: FakeTelegram
+) -> None:
+    admin, anna, _ = await setup_desk(product, fake_telegram)
+    await anna.http.put("/api/me/status", json={"status": "active"})
+    assert (await anna.http.post("/api/auth/logout")).status_code == 204
+    assert (await anna.http.get("/api/me")).status_code == 401  # the token is revoked
+    me = (await admin.http.get("/api/admin/agents")).json()
+    assert {a["username"] for a in me} == {"admin", "anna"}
+
+    again = await Console.login(product, "anna", "anna-password")
+    assert again.me["status"] == "active"
+    assert (await again.http.get("/api/me")).json()["status"] == "active"
+    for console in (admin, anna, again):
+        await console.close()
 
 
 async def test_bad_webhooks_are_refused_and_publish_nothing(

@@ -111,7 +111,8 @@ class RabbitBus(Bus):
     async def _handle(
         self, sub: Subscription, queue: str, message: AbstractIncomingMessage
     ) -> None:
-        attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1  # type: ignore[call-overload]
+        previous = (message.headers or {}).get(ATTEMPTS_HEADER, 0)
+        attempts = (previous if isinstance(previous, int) else 0) + 1
         try:
             envelope = Envelope.from_bytes(message.body)
             await sub.handler(envelope)
