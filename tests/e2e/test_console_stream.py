@@ -1,0 +1,62 @@
+"""The console's WebSocket: a reconnecting client resumes where it left off, with no duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import websockets
+
+from tests.e2e.test_walking_skeleton import Stream, post_update, setup_desk, telegram_update
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.product import Product
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_reconnect_with_resume_after_gets_exactly_what_was_missed(
+    product: Product, fake_telegram: FakeTelegram
+) -> None:
+    admin, anna, channel = await setup_desk(product, fake_telegram)
+    async with Stream(anna.ws_url()) as first:
+        await anna.http.put("/api/me/status", json={"status": "active"})
+        await post_update(product, channel["id"], telegram_update(1, "first", user_id=1))
+        await first.wait_for("chat.offered")
+    seen = list(first.events)
+    last_id = seen[-1]["id"]
+
+    # While disconnected: two more customers write.
+    await post_update(product, channel["id"], telegram_update(2, "second", user_id=2))
+    await post_update(product, channel["id"], telegram_update(3, "third", user_id=3))
+    for _ in range(200):
+        if len((await anna.http.get("/api/chats", params={"view": "new"})).json()) == 3:
+            break
+        await asyncio.sleep(0.05)
+
+    async with websockets.connect(anna.ws_url()) as ws:
+        await ws.send(json.dumps({"resume_after": last_id}))
+        missed = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(2)]
+        with pytest.raises(TimeoutError):
+            extra = await asyncio.wait_for(ws.recv(), 1.5)
+            pytest.fail(f"unexpected extra event {extra}")
+    assert [e["type"] for e in missed] == ["chat.offered", "chat.offered"]
+    assert all(int(e["id"]) > int(last_id) for e in missed)
+    assert {e["data"]["chat_id"] for e in missed}.isdisjoint(
+        {e["data"].get("chat_id") for e in seen}
+    )
+
+    # A bad resume message gets an error frame, and the stream stays open.
+    async with websockets.connect(anna.ws_url()) as ws:
+        await ws.send("not json")
+        error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert error["type"] == "error" and "resume_after" in error["data"]["detail"]
+
+    # A bad token is refused.
+    bad = anna.ws_url().replace(anna.token, "nope")
+    async with websockets.connect(bad) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    await admin.close()
+    await anna.close()
