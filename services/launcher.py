@@ -61,7 +61,9 @@ async def run_in_process(settings: Settings, names: list[str]) -> None:
     runtime = Runtime(settings, make_bus(settings, names))
     services = [BUILDERS[name](runtime) for name in names]
     runtime.local_apps = {s.name: s.app for s in services}
-    served = [s for s in services if len(services) == 1 or s.name in PUBLIC]
+    # All in one process: only the public apps need ports. Otherwise every service needs its own.
+    everything = len(services) == len(SERVICES)
+    served = [s for s in services if s.name in PUBLIC or not everything]
     try:
         for service in services:
             await service.prepare()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,7 @@ async def servers(_servers: backends.Servers) -> AsyncIterator[backends.Servers]
     await _servers.drop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def fake_telegram() -> AsyncIterator[FakeTelegram]:
     fake = FakeTelegram()
     server, task = await serve(fake)
@@ -33,12 +32,16 @@ async def fake_telegram() -> AsyncIterator[FakeTelegram]:
     await task
 
 
-@pytest.fixture(params=["embedded", "distributed"])
+@pytest.fixture(scope="session", params=["embedded", "distributed"])
 async def product(
-    request: pytest.FixtureRequest, servers: backends.Servers, tmp_path: Path
+    request: pytest.FixtureRequest,
+    servers: backends.Servers,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Product]:
+    """The product in each mode, shared by the tests: each test sets up its own desk in it."""
     urls = await servers.fresh() if request.param == "distributed" else (None, None)
+    data_dir = tmp_path_factory.mktemp(request.param)
     async with running(
-        request.param, tmp_path / "data", database_url=urls[0], amqp_url=urls[1]
+        request.param, data_dir, database_url=urls[0], amqp_url=urls[1]
     ) as running_product:
         yield running_product

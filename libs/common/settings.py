@@ -29,16 +29,27 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     # Shared secret between our own services; required when they run as separate processes.
     internal_token: SecretStr | None = None
-    public_base_url: str | None = None
 
-    gateway_port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT"))
-    ingest_port: int = Field(default=8001, validation_alias=AliasChoices("INGEST_PORT"))
-    routing_port: int = Field(default=8002, validation_alias=AliasChoices("ROUTING_PORT"))
-    chat_port: int = Field(default=8003, validation_alias=AliasChoices("CHAT_PORT"))
-    contacts_port: int = Field(default=8004, validation_alias=AliasChoices("CONTACTS_PORT"))
-    cases_port: int = Field(default=8005, validation_alias=AliasChoices("CASES_PORT"))
-    host: str = "127.0.0.1"
-    # Where the other services are reached in distributed mode, `http://host:port` by default.
+    gateway_port: int = Field(
+        default=8000, validation_alias=AliasChoices("GATEWAY_PORT", "CHATDESK_GATEWAY_PORT")
+    )
+    ingest_port: int = Field(
+        default=8001, validation_alias=AliasChoices("INGEST_PORT", "CHATDESK_INGEST_PORT")
+    )
+    routing_port: int = Field(
+        default=8002, validation_alias=AliasChoices("ROUTING_PORT", "CHATDESK_ROUTING_PORT")
+    )
+    chat_port: int = Field(
+        default=8003, validation_alias=AliasChoices("CHAT_PORT", "CHATDESK_CHAT_PORT")
+    )
+    contacts_port: int = Field(
+        default=8004, validation_alias=AliasChoices("CONTACTS_PORT", "CHATDESK_CONTACTS_PORT")
+    )
+    cases_port: int = Field(
+        default=8005, validation_alias=AliasChoices("CASES_PORT", "CHATDESK_CASES_PORT")
+    )
+    host: str = Field(default="127.0.0.1", description="Address the HTTP servers bind to.")
+    # Where the other services are reached in distributed mode, `http://127.0.0.1:port` by default.
     ingest_url: str | None = None
     routing_url: str | None = None
     chat_url: str | None = None
@@ -52,6 +63,10 @@ class Settings(BaseSettings):
     outbox_poll_s: float = 1.0
     outbox_batch: int = 200
     db_pool_size: int = 5
+
+    # Replies to a platform: tries before "failed", first backoff (doubling; 429 waits its time).
+    delivery_attempts: int = Field(default=5, ge=1)
+    delivery_backoff_s: float = 1.0
 
     token_ttl_hours: int = 12
     telegram_api_base: str = "https://api.telegram.org"
@@ -84,4 +99,4 @@ class Settings(BaseSettings):
 
     def service_url(self, service: str) -> str:
         url: str | None = getattr(self, f"{service}_url")
-        return url or f"http://{self.host}:{self.port(service)}"
+        return url or f"http://127.0.0.1:{self.port(service)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
+from sqlalchemy.exc import IntegrityError
 
 from libs.common.db import Database
 from services.cases import service
@@ -14,8 +15,13 @@ def internal_router(db: Database) -> APIRouter:
 
     @router.post("/cases/from-chat", status_code=status.HTTP_201_CREATED)
     async def create_from_chat(data: CaseFromChatIn) -> CaseOut:
-        async with db.transaction() as session:
-            return CaseOut.of(await service.create_from_chat(session, data))
+        try:
+            async with db.transaction() as session:
+                return CaseOut.of(await service.create_from_chat(session, data))
+        except IntegrityError:
+            # The same chat's case was created concurrently: answer that one.
+            async with db.transaction() as session:
+                return CaseOut.of(await service.create_from_chat(session, data))
 
     @router.get("/cases/{case_id}")
     async def get_case(case_id: str) -> CaseOut:

@@ -97,6 +97,7 @@ def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
                 **chat,
                 "agent_id": assignment["agent_id"],
                 "status": "active" if assignment["state"] == "assigned" else "new",
+                "accepted_at": assignment["accepted_at"],
             }
         return ChatView.model_validate(chat)
 

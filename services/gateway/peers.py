@@ -24,7 +24,10 @@ class Peers:
         if response.status_code >= 500:
             raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"the {service} service failed")
         if response.status_code >= 400:
-            detail = response.json().get("detail", response.text)
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
             raise HTTPException(response.status_code, detail)
         return response.json()
 

@@ -28,6 +28,7 @@ from libs.common.events import (
 )
 from libs.common.handlers import Consumers
 from services.gateway.models import AgentEvent
+from services.gateway.peers import Peers
 
 FOR_AGENTS: tuple[type[Event], ...] = (
     ChatOffered,
@@ -64,15 +65,22 @@ class Hub:
             wake.set()
 
 
-def recipients(event: Event) -> set[str]:
+async def recipients(event: Event, peers: Peers) -> set[str]:
     agent_id = getattr(event, "agent_id", None)
-    return {agent_id} if agent_id else set()
+    if agent_id:
+        return {agent_id}
+    if isinstance(event, ChatMessageReceived):
+        # chat had not yet heard who holds the chat when the customer wrote: ask routing.
+        assignment = await peers.find("routing", f"/internal/assignments/{event.chat_id}")
+        if assignment and assignment["state"] in ("offered", "assigned"):
+            return {assignment["agent_id"]}
+    return set()
 
 
-def register(consumers: Consumers, hub: Hub) -> None:
+def register(consumers: Consumers, hub: Hub, peers: Peers) -> None:
     @consumers.on(*FOR_AGENTS)
     async def push_to_agents(session: AsyncSession, event: Event, envelope: Envelope) -> None:
-        for agent_id in recipients(event):
+        for agent_id in await recipients(event, peers):
             await session.execute(
                 insert_ignore(session, AgentEvent.__table__).values(  # type: ignore[arg-type]
                     agent_id=agent_id,

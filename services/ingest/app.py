@@ -8,8 +8,10 @@ from fastapi import Depends
 
 from libs.common.service import Runtime, Service, new_app, new_database
 from services.ingest import api
-from services.ingest.handlers import bots, consumers
+from services.ingest.handlers import build_consumers
 from services.ingest.models import Base
+from services.ingest.service import RetryPolicy
+from services.ingest.telegram import TelegramBots
 
 NAME = "ingest"
 
@@ -21,4 +23,8 @@ def build(runtime: Runtime) -> Service:
     app.include_router(
         api.internal_router(db, runtime.settings), dependencies=[Depends(runtime.internal_auth())]
     )
+    settings = runtime.settings
+    bots = TelegramBots()
+    policy = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
+    consumers = build_consumers(bots, policy)
     return Service(NAME, runtime, db, consumers, app, on_stop=[bots.close])

@@ -9,11 +9,13 @@ from libs.common.handlers import Consumers
 from services.ingest import service
 from services.ingest.telegram import TelegramBots
 
-consumers = Consumers("ingest")
-bots = TelegramBots()
 
+def build_consumers(bots: TelegramBots, policy: service.RetryPolicy) -> Consumers:
+    consumers = Consumers("ingest")
 
-@consumers.on_raw(ChatReplyPosted)
-async def deliver_reply(db: Database, event: ChatReplyPosted, _: Envelope) -> None:
-    # Not one transaction: the platform call must not run while holding a database lock.
-    await service.deliver_reply(db, bots, event)
+    @consumers.on_raw(ChatReplyPosted)
+    async def deliver_reply(db: Database, event: ChatReplyPosted, _: Envelope) -> None:
+        # Not one transaction: the platform call must not run while holding a database lock.
+        await service.deliver_reply(db, bots, event, policy)
+
+    return consumers

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from dataclasses import dataclass
 
+from aiogram import Bot
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
@@ -17,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import Database, insert_ignore
 from libs.common.envelope import new_id, utcnow
-from libs.common.events import ChatReplyPosted, DeliveryUpdated, InboundMessage
+from libs.common.events import ChatReplyPosted, DeliveryStatus, DeliveryUpdated, InboundMessage
 from libs.common.outbox import emit
 from services.ingest.models import Channel, Delivery, InboundKey, TelegramChannelIn
 from services.ingest.telegram import TelegramBots
@@ -67,45 +70,74 @@ async def accept_inbound(db: Database, key: str, message: InboundMessage) -> boo
     return True
 
 
-class TransientDeliveryError(Exception):
-    """The platform may accept the message later: let the bus retry."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a reply keeps trying before the agent is told it failed."""
+
+    attempts: int
+    backoff_s: float
+    max_wait_s: float = 60.0
+
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        return min(retry_after or self.backoff_s * 2 ** (attempt - 1), self.max_wait_s)
 
 
-async def deliver_reply(db: Database, bots: TelegramBots, reply: ChatReplyPosted) -> None:
+@dataclass(frozen=True)
+class Outcome:
+    status: DeliveryStatus
+    platform_message_id: str | None = None
+    error: str | None = None
+
+
+async def send_telegram(bot: Bot, reply: ChatReplyPosted, policy: RetryPolicy) -> Outcome:
+    """Send one reply, waiting out rate limits and outages; never more than `policy` allows.
+
+    Retrying here, in order, rather than through the bus keeps a chat's replies in sequence.
+    """
+    for attempt in range(1, policy.attempts + 1):
+        retry_after: float | None = None
+        try:
+            sent = await bot.send_message(
+                chat_id=int(reply.external_chat_id), text=reply.message.text or ""
+            )
+            return Outcome("sent", str(sent.message_id))
+        except TelegramRetryAfter as exc:
+            reason, retry_after = "Telegram kept rate-limiting the bot", exc.retry_after
+        except (TelegramServerError, TelegramNetworkError):
+            reason = "Telegram could not be reached"
+        except TelegramForbiddenError:
+            return Outcome("failed", error="The customer blocked the bot or deleted their account.")
+        except TelegramUnauthorizedError:
+            return Outcome("failed", error="The channel's bot token is no longer valid.")
+        except TelegramBadRequest as exc:
+            return Outcome("failed", error=f"Telegram rejected the message: {exc.message}")
+        if attempt < policy.attempts:
+            await asyncio.sleep(policy.wait(attempt, retry_after))
+    return Outcome("failed", error=f"{reason}; gave up after {policy.attempts} attempts.")
+
+
+async def deliver_reply(
+    db: Database, bots: TelegramBots, reply: ChatReplyPosted, policy: RetryPolicy
+) -> None:
     message = reply.message
     async with db.transaction() as session:
         done = await session.get(Delivery, message.id)
         channel = await session.get(Channel, reply.channel_id)
     if done is not None:
         return  # redelivered event: this message was already sent (or failed for good)
-    status, platform_id, error = "failed", None, None
     if channel is None or not channel.active:
-        error = "The channel of this chat is no longer active."
+        outcome = Outcome("failed", error="The channel of this chat is no longer active.")
     else:
-        try:
-            sent = await bots.for_channel(channel).send_message(
-                chat_id=int(reply.external_chat_id), text=message.text or ""
-            )
-            status, platform_id = "sent", str(sent.message_id)
-        except TelegramRetryAfter as exc:
-            raise TransientDeliveryError(f"rate limited for {exc.retry_after}s") from exc
-        except (TelegramServerError, TelegramNetworkError) as exc:
-            raise TransientDeliveryError(type(exc).__name__) from exc
-        except TelegramForbiddenError:
-            error = "The customer blocked the bot or deactivated their account."
-        except TelegramUnauthorizedError:
-            error = "The channel's bot token is no longer valid."
-        except TelegramBadRequest as exc:
-            error = f"Telegram rejected the message: {exc.message}"
+        outcome = await send_telegram(bots.for_channel(channel), reply, policy)
     async with db.transaction() as session:
         session.add(
             Delivery(
                 message_id=message.id,
                 chat_id=reply.chat_id,
                 channel_id=reply.channel_id,
-                status=status,
-                platform_message_id=platform_id,
-                error=error,
+                status=outcome.status,
+                platform_message_id=outcome.platform_message_id,
+                error=outcome.error,
                 updated_at=utcnow(),
             )
         )
@@ -114,9 +146,9 @@ async def deliver_reply(db: Database, bots: TelegramBots, reply: ChatReplyPosted
             DeliveryUpdated(
                 message_id=message.id,
                 chat_id=reply.chat_id,
-                status=status,
-                platform_message_id=platform_id,
-                error=error,
+                status=outcome.status,
+                platform_message_id=outcome.platform_message_id,
+                error=outcome.error,
             ),
             subject=reply.chat_id,
         )

@@ -80,6 +80,7 @@ async def running(
         "CHATDESK_INTERNAL_TOKEN": secrets.token_urlsafe(16),
         "CHATDESK_BUS_RETRY_DELAY_S": "0.2",
         "CHATDESK_OUTBOX_POLL_S": "0.5",
+        "CHATDESK_DELIVERY_BACKOFF_S": "0.1",
         "CHATDESK_LOG_FORMAT": "text",
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
         **(extra_env or {}),

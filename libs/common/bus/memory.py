@@ -19,7 +19,7 @@ from libs.common.envelope import Envelope
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Delivery:
     envelope: Envelope
     done: asyncio.Future[None]
@@ -40,6 +40,7 @@ class InMemoryBus(Bus):
         self.dead_letters: dict[str, list[Envelope]] = defaultdict(list)
         self._groups: list[_Group] = []
         self._timers: set[asyncio.TimerHandle] = set()
+        self._unsettled: set[_Delivery] = set()
 
     async def start(self) -> None:
         self._groups = [_Group(s) for s in self.subscriptions]
@@ -59,36 +60,39 @@ class InMemoryBus(Bus):
             for group in self._groups:
                 if any(topic_matches(p, envelope.type) for p in group.subscription.patterns):
                     delivery = _Delivery(envelope, loop.create_future())
+                    self._unsettled.add(delivery)
                     group.queue.put_nowait(delivery)
                     pending.append(delivery.done)
         if pending:
             await asyncio.gather(*pending)
+
+    def _settle(self, delivery: _Delivery, error: Exception | None = None) -> None:
+        # The publisher may have gone (cancelled): settle only what still waits.
+        self._unsettled.discard(delivery)
+        if not delivery.done.done():
+            if error is None:
+                delivery.done.set_result(None)
+            else:
+                delivery.done.set_exception(error)
 
     async def _work(self, group: _Group) -> None:
         sub = group.subscription
         while True:
             delivery = await group.queue.get()
             delivery.attempts += 1
+            extra = {"group": sub.group, "event_id": delivery.envelope.id}
             try:
                 await sub.handler(delivery.envelope)
             except Exception:
                 if delivery.attempts >= self.max_attempts:
-                    log.exception(
-                        "dead-lettered after %d attempts",
-                        delivery.attempts,
-                        extra={"group": sub.group, "event_id": delivery.envelope.id},
-                    )
+                    log.exception("dead-lettered after %d attempts", delivery.attempts, extra=extra)
                     self.dead_letters[sub.group].append(delivery.envelope)
-                    delivery.done.set_result(None)
+                    self._settle(delivery)
                 else:
-                    log.warning(
-                        "handler failed, retrying",
-                        exc_info=True,
-                        extra={"group": sub.group, "event_id": delivery.envelope.id},
-                    )
+                    log.warning("handler failed, retrying", exc_info=True, extra=extra)
                     self._retry_later(group, delivery)
             else:
-                delivery.done.set_result(None)
+                self._settle(delivery)
 
     def _retry_later(self, group: _Group, delivery: _Delivery) -> None:
         loop = asyncio.get_running_loop()
@@ -103,16 +107,14 @@ class InMemoryBus(Bus):
     async def stop(self) -> None:
         for handle in self._timers:
             handle.cancel()
+        self._timers.clear()
         workers = [w for g in self._groups for w in g.workers]
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        for group in self._groups:
-            while not group.queue.empty():
-                # Unblock publishers; their outbox rows stay and are published on the next start.
-                d = group.queue.get_nowait()
-                if not d.done.done():
-                    d.done.set_exception(ConnectionError("bus stopped"))
+        # Unblock publishers: their outbox rows stay and are published again on the next start.
+        for delivery in list(self._unsettled):
+            self._settle(delivery, ConnectionError("bus stopped"))
         self.started = False
 
     def ready(self) -> bool:

@@ -1,0 +1,294 @@
+"""The transactional outbox (libs/common/outbox.py) and the inbox of `Consumers` handlers.
+
+Each test runs on PostgreSQL (schema `testsvc` in a fresh database) and on SQLite (a file under
+tmp_path), with the `InMemoryBus` delivering what the relay publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.common.bus import Bus, InMemoryBus
+from libs.common.db import Database, bus_tables
+from libs.common.envelope import Envelope, utcnow
+from libs.common.events import ChatQueued
+from libs.common.handlers import Consumers
+from libs.common.outbox import LEASE, OutboxRelay, emit
+from libs.common.settings import Settings
+from tests.support.backends import Servers
+
+SERVICE = "testsvc"
+
+metadata = MetaData()
+outbox, inbox = bus_tables(metadata)
+# The service's own table: what a handler's or a request's work writes.
+queued_chats = Table(
+    "queued_chats",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("chat_id", String(36), nullable=False),
+    Column("event_id", String(36)),
+    Column("attempt", Integer),
+)
+
+
+@pytest.fixture(scope="module")
+async def postgres_url(servers: Servers) -> str:
+    url, _ = await servers.fresh()
+    return url
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def db(
+    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
+) -> AsyncIterator[Database]:
+    settings = Settings(
+        DATABASE_URL=postgres_url if request.param == "postgresql" else None,
+        AMQP_URL=None,
+        data_dir=tmp_path / "data",
+    )
+    database = Database(settings, SERVICE, metadata, tmp_path / "no-migrations")
+    async with database.engine.begin() as conn:
+        if database.is_postgres:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{SERVICE}" CASCADE'))
+            await conn.execute(text(f'CREATE SCHEMA "{SERVICE}"'))
+        await conn.run_sync(metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[InMemoryBus]:
+    # concurrency=1: one handler at a time per group, so arrival order is publish order.
+    memory = InMemoryBus(max_attempts=3, retry_delay_s=0.05, concurrency=1)
+    yield memory
+    if memory.started:
+        await memory.stop()
+
+
+class Subscriber:
+    """An outside subscriber of chat events."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.received: list[Envelope] = []
+        bus.subscribe("test.subscriber", ["chat.*"], self.handle)
+
+    async def handle(self, envelope: Envelope) -> None:
+        self.received.append(envelope)
+
+
+class UnreachableBus(Bus):
+    """A bus whose broker never confirms anything."""
+
+    def __init__(self) -> None:
+        super().__init__(max_attempts=1, retry_delay_s=0)
+        self.publish_calls = 0
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        self.publish_calls += 1
+        raise ConnectionError("broker unreachable")
+
+    async def stop(self) -> None:
+        self.started = False
+
+    def ready(self) -> bool:
+        return False
+
+
+class Boom(Exception):
+    pass
+
+
+def queued(chat_id: str) -> ChatQueued:
+    return ChatQueued(chat_id=chat_id, queue_id="queue-1")
+
+
+async def queue_chat(db: Database, chat_id: str) -> Envelope:
+    """A unit of work: write the change and the event it causes in one transaction."""
+    async with db.transaction() as session:
+        await session.execute(insert(queued_chats).values(chat_id=chat_id))
+        return await emit(session, queued(chat_id), subject=chat_id)
+
+
+async def rows(db: Database, table: Table) -> list[Any]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(select(table).order_by(*table.primary_key))).all())
+
+
+async def outbox_envelopes(db: Database) -> list[Envelope]:
+    return [Envelope.model_validate_json(r.envelope) for r in await rows(db, outbox)]
+
+
+# --- emit --------------------------------------------------------------------------------------
+
+
+async def test_emit_writes_the_event_with_the_transaction(db: Database) -> None:
+    db.outbox_written.clear()
+    envelope = await queue_chat(db, "chat-1")
+
+    assert await outbox_envelopes(db) == [envelope]
+    assert envelope.type == "chat.queued"
+    assert envelope.source == SERVICE
+    assert envelope.subject == "chat-1"
+    assert envelope.parse(ChatQueued) == queued("chat-1")
+    assert [r.chat_id for r in await rows(db, queued_chats)] == ["chat-1"]
+    assert db.outbox_written.is_set(), "the commit wakes the relay"
+
+
+async def test_rolled_back_transaction_emits_nothing(db: Database) -> None:
+    with pytest.raises(Boom):
+        async with db.transaction() as session:
+            await session.execute(insert(queued_chats).values(chat_id="chat-1"))
+            await emit(session, queued("chat-1"), subject="chat-1")
+            raise Boom
+
+    assert await rows(db, outbox) == []
+    assert await rows(db, queued_chats) == []
+
+
+# --- relay -------------------------------------------------------------------------------------
+
+
+async def test_relay_publishes_in_order_and_deletes(db: Database, bus: InMemoryBus) -> None:
+    subscriber = Subscriber(bus)
+    await bus.start()
+    emitted = [await queue_chat(db, f"chat-{i}") for i in range(3)]
+    relay = OutboxRelay(db, bus, batch=2, poll_s=0.05)
+
+    assert await relay.relay_once() == 2
+    assert await relay.relay_once() == 1
+    assert await relay.relay_once() == 0
+
+    assert subscriber.received == emitted
+    assert await rows(db, outbox) == []
+
+
+async def test_unconfirmed_rows_stay_leased_until_the_lease_runs_out(
+    db: Database, bus: InMemoryBus
+) -> None:
+    emitted = [await queue_chat(db, "chat-1"), await queue_chat(db, "chat-2")]
+    unreachable = UnreachableBus()
+    await unreachable.start()
+
+    before = utcnow()
+    with pytest.raises(ConnectionError):
+        await OutboxRelay(db, unreachable, batch=10, poll_s=0.05).relay_once()
+
+    assert await outbox_envelopes(db) == emitted, "nothing confirmed, nothing deleted"
+    for row in await rows(db, outbox):
+        assert before + LEASE <= row.leased_until <= utcnow() + LEASE
+
+    # Another relay (a replica with a working bus) leaves the leased rows alone...
+    subscriber = Subscriber(bus)
+    await bus.start()
+    healthy = OutboxRelay(db, bus, batch=10, poll_s=0.05)
+    assert await healthy.relay_once() == 0
+    assert subscriber.received == []
+
+    # ...until the lease runs out (as if 30 s had passed), then publishes them.
+    async with db.transaction() as session:
+        await session.execute(update(outbox).values(leased_until=utcnow() - timedelta(seconds=1)))
+    assert await healthy.relay_once() == 2
+    assert subscriber.received == emitted
+    assert await rows(db, outbox) == []
+
+
+# --- inbox: Consumers handlers -----------------------------------------------------------------
+
+
+def record_queued_chats(attempts: list[Envelope], *, fail_first: bool = False) -> Consumers:
+    """The testsvc handler of chat.queued: writes a row per chat (not idempotent by itself)."""
+    consumers = Consumers(SERVICE)
+
+    @consumers.on(ChatQueued)
+    async def record(session: AsyncSession, event: ChatQueued, envelope: Envelope) -> None:
+        attempts.append(envelope)
+        await session.execute(
+            insert(queued_chats).values(
+                chat_id=event.chat_id, event_id=envelope.id, attempt=len(attempts)
+            )
+        )
+        if fail_first and len(attempts) == 1:
+            raise Boom("crashed after writing")
+
+    return consumers
+
+
+async def test_redelivered_event_is_handled_once(db: Database, bus: InMemoryBus) -> None:
+    attempts: list[Envelope] = []
+    record_queued_chats(attempts).attach(bus, db)
+    await bus.start()
+    event = Envelope.wrap(queued("chat-1"), source="routing", subject="chat-1")
+
+    await bus.publish([event])
+    await bus.publish([event])
+
+    assert attempts == [event]
+    assert [(r.chat_id, r.event_id) for r in await rows(db, queued_chats)] == [("chat-1", event.id)]
+    assert [(r.event_id, r.consumer) for r in await rows(db, inbox)] == [
+        (event.id, "testsvc.record")
+    ]
+
+
+async def test_concurrent_duplicates_are_handled_once(db: Database) -> None:
+    bus = InMemoryBus(max_attempts=3, retry_delay_s=0.05, concurrency=8)
+    attempts: list[Envelope] = []
+    record_queued_chats(attempts).attach(bus, db)
+    await bus.start()
+    try:
+        event = Envelope.wrap(queued("chat-1"), source="routing", subject="chat-1")
+        # Two copies in flight at once (on PostgreSQL, the second waits on the inbox key).
+        await bus.publish([event, event])
+    finally:
+        await bus.stop()
+
+    assert [r.event_id for r in await rows(db, queued_chats)] == [event.id]
+    assert [r.event_id for r in await rows(db, inbox)] == [event.id]
+
+
+async def test_failed_handler_leaves_no_trace_so_the_retry_does_the_work(
+    db: Database, bus: InMemoryBus
+) -> None:
+    attempts: list[Envelope] = []
+    record_queued_chats(attempts, fail_first=True).attach(bus, db)
+    await bus.start()
+    event = Envelope.wrap(queued("chat-1"), source="routing", subject="chat-1")
+
+    await bus.publish([event])  # returns once handled: attempt 1 raised, attempt 2 succeeded
+
+    assert attempts == [event, event]
+    assert bus.dead_letters == {}
+    # Attempt 1's row and inbox entry were rolled back with it; attempt 2 wrote its own.
+    assert [(r.event_id, r.attempt) for r in await rows(db, queued_chats)] == [(event.id, 2)]
+    assert [r.event_id for r in await rows(db, inbox)] == [event.id]
+
+
+async def test_inbox_is_per_consumer_group(db: Database, bus: InMemoryBus) -> None:
+    first: list[Envelope] = []
+    second: list[Envelope] = []
+    record_queued_chats(first).attach(bus, db)
+    other = Consumers("othersvc")  # another group records the same event id in this inbox
+
+    @other.on(ChatQueued)
+    async def audit(session: AsyncSession, event: ChatQueued, envelope: Envelope) -> None:
+        second.append(envelope)
+
+    other.attach(bus, db)
+    await bus.start()
+    event = Envelope.wrap(queued("chat-1"), source="routing", subject="chat-1")
+    await bus.publish([event])
+    await bus.publish([event])
+
+    assert first == [event]
+    assert second == [event]
+    assert sorted(r.consumer for r in await rows(db, inbox)) == ["othersvc.audit", "testsvc.record"]
