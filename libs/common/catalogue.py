@@ -39,7 +39,6 @@ SOURCES: dict[str, str] = {
     "message.delivery_updated": "ingest",
 }
 # Declared in the catalogue but not published by any service yet.
-NOT_EMITTED_YET = frozenset({"chat.queued"})
 
 
 class _WireSchema(GenerateJsonSchema):
@@ -110,7 +109,7 @@ def source(event_type: str) -> str:
     name = SOURCES.get(event_type)
     if name is None:
         raise SystemExit(f"catalogue: no producing service known for {event_type!r}; add it")
-    return f"{name} (not emitted yet)" if event_type in NOT_EMITTED_YET else name
+    return name
 
 
 def index(types: list[str]) -> str:

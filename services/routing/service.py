@@ -18,6 +18,7 @@ from libs.common.events import (
     ChatAccepted,
     ChatOffered,
     ChatOpened,
+    ChatQueued,
 )
 from libs.common.outbox import emit
 from services.routing.models import Agent, Assignment, Queue, QueueIn, QueueMember, QueueOut
@@ -120,6 +121,11 @@ async def queue_chat(session: AsyncSession, opened: ChatOpened) -> None:
         )
     )
     await session.flush()
+    await emit(
+        session,
+        ChatQueued(chat_id=opened.chat_id, queue_id=opened.queue_id),
+        subject=opened.chat_id,
+    )
     await offer_waiting(session, [opened.queue_id])
 
 
