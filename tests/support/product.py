@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,13 @@ ADMIN_PASSWORD = "admin-" + secrets.token_hex(8)
 
 @dataclass
 class Product:
+    """The running product: one process (embedded) or one per service (distributed)."""
+
     mode: str
     ports: dict[str, int]
     env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    data_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def gateway(self) -> str:
@@ -44,18 +46,54 @@ class Product:
     def ingest(self) -> str:
         return f"http://127.0.0.1:{self.ports['ingest']}"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    @property
+    def units(self) -> tuple[str, ...]:
+        return SERVICES if self.mode == "distributed" else ("all",)
 
-    async def wait_ready(self, timeout: float = 60) -> None:
-        names = SERVICES if self.mode == "distributed" else ("gateway", "ingest")
+    def log(self) -> str:
+        return "".join(
+            (self.data_dir / f"{unit}.log").read_text(errors="replace") for unit in self.units
+        )
+
+    def start(self, unit: str) -> None:
+        """Start one unit: a service's process, or `all` in embedded mode."""
+        args = [] if unit == "all" else [unit]
+        with (self.data_dir / f"{unit}.log").open("ab") as log:
+            self.processes[unit] = subprocess.Popen(
+                [sys.executable, "-m", "services", *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self, unit: str) -> None:
+        """Crash a unit: SIGKILL, no chance to finish or ack anything."""
+        process = self.processes.pop(unit)
+        process.kill()
+        process.wait()
+
+    async def stop(self) -> None:
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                await asyncio.to_thread(process.wait, 20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    async def wait_ready(self, names: tuple[str, ...] | None = None, timeout: float = 60) -> None:
+        if names is None:
+            names = SERVICES if self.mode == "distributed" else ("gateway", "ingest")
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
             for name in names:
                 url = f"http://127.0.0.1:{self.ports[name]}/readyz"
                 while True:
-                    if self.process.poll() is not None:
-                        raise RuntimeError(f"chatdesk exited early:\n{self.log()[-5000:]}")
+                    exited = [u for u, p in self.processes.items() if p.poll() is not None]
+                    if exited:
+                        raise RuntimeError(f"{exited} exited early:\n{self.log()[-5000:]}")
                     with contextlib.suppress(httpx.HTTPError):
                         if (await client.get(url)).status_code == 200:
                             break
@@ -88,26 +126,15 @@ async def running(
     if mode == "distributed":
         assert database_url and amqp_url
         env |= {"DATABASE_URL": database_url, "AMQP_URL": amqp_url}
-    log_path = data_dir / "chatdesk.log"
     data_dir.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    product = Product(mode, ports, env, process, log_path)
+    product = Product(mode, ports, env, data_dir)
     try:
+        for unit in product.units:
+            product.start(unit)
         await product.wait_ready()
         yield product
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        await product.stop()
 
 
 class Console:
