@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 
 import uvicorn
+import uvloop
 
 from libs.common.bus import Bus, InMemoryBus, RabbitBus
 from libs.common.logs import setup_logging
@@ -120,6 +121,7 @@ def main() -> None:
     settings = Settings()
     names = args.services or list(SERVICES)
     setup_logging(settings.log_level, settings.log_format, "+".join(args.services) or "chatdesk")
+    uvloop.install()  # a faster event loop: every hop of a message is Python I/O
     with contextlib.suppress(KeyboardInterrupt):
         if not args.services and settings.amqp_url is not None:
             sys.exit(asyncio.run(supervise()))

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    insert,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -111,6 +112,7 @@ class Database:
     async def transaction(self, *, wake_relay: bool = True) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits on success, rolls back on error.
 
+        Events emitted in it are written to the outbox just before the commit, in one statement.
         After the commit it wakes the outbox relay and runs the callbacks that the work queued
         with `after_commit` (things that must not happen unless the work is durable).
         """
@@ -118,10 +120,12 @@ class Database:
             if self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
             session = await stack.enter_async_context(self.sessions())
-            session.info.update(source=self.service, outbox=self.outbox, after_commit=[])
-            await stack.enter_async_context(session.begin())
-            yield session
-        if wake_relay:
+            session.info.update(source=self.service, outbox_rows=[], after_commit=[])
+            async with session.begin():
+                yield session
+                if session.info["outbox_rows"]:
+                    await session.execute(insert(self.outbox), session.info["outbox_rows"])
+        if wake_relay and session.info["outbox_rows"]:
             self.outbox_written.set()
         for callback in session.info["after_commit"]:
             callback()
@@ -186,6 +190,14 @@ def run_migrations_env() -> None:
         connection=connection,
         target_metadata=context.config.attributes["metadata"],
         render_as_batch=connection.dialect.name == "sqlite",
+        render_item=_render_item,
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _render_item(type_: str, obj: Any, _context: Any) -> str | bool:
+    # Revisions stand alone: our column types are written as the plain SQLAlchemy type they store.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False

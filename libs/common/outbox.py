@@ -13,7 +13,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus
@@ -25,13 +25,11 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)
 
 
-async def emit(session: AsyncSession, event: Event, *, subject: str | None = None) -> Envelope:
-    """Add `event` to the outbox of the transaction `session` belongs to."""
+def emit(session: AsyncSession, event: Event, *, subject: str | None = None) -> Envelope:
+    """Add `event` to the outbox of the `Database.transaction()` that `session` belongs to."""
     envelope = Envelope.wrap(event, source=session.info["source"], subject=subject)
-    await session.execute(
-        insert(session.info["outbox"]).values(
-            envelope=envelope.to_bytes().decode(), created_at=envelope.time
-        )
+    session.info["outbox_rows"].append(
+        {"envelope": envelope.to_bytes().decode(), "created_at": envelope.time}
     )
     return envelope
 

@@ -111,6 +111,7 @@ class Service:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.consumers.stop()
         for hook in self.on_stop:
             await hook()
         await self.db.dispose()

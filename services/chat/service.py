@@ -81,7 +81,7 @@ async def thread_inbound(session: AsyncSession, resolved: InboundResolved) -> No
     chat.last_message_preview = (inbound.text or "")[:PREVIEW]
     await session.flush()
     if opened:
-        await emit(
+        emit(
             session,
             ChatOpened(
                 chat_id=chat.id,
@@ -93,7 +93,7 @@ async def thread_inbound(session: AsyncSession, resolved: InboundResolved) -> No
             ),
             subject=chat.id,
         )
-    await emit(
+    emit(
         session,
         ChatMessageReceived(chat_id=chat.id, agent_id=chat.agent_id, message=message.view()),
         subject=chat.id,
@@ -132,7 +132,7 @@ async def post_reply(session: AsyncSession, chat: Chat, agent_id: str, text: str
     chat.last_message_at = now
     chat.last_message_preview = text[:PREVIEW]
     await session.flush()
-    await emit(
+    emit(
         session,
         ChatReplyPosted(
             chat_id=chat.id,
@@ -154,7 +154,7 @@ async def record_delivery(session: AsyncSession, update: DeliveryUpdated) -> Non
     message.delivery_status = update.status
     message.delivery_error = update.error
     chat = await session.get(Chat, message.chat_id)
-    await emit(
+    emit(
         session,
         ChatMessageStatusChanged(
             chat_id=message.chat_id,
@@ -171,7 +171,7 @@ async def complete(session: AsyncSession, chat: Chat, by_agent: str | None) -> b
         return False
     chat.status = "completed"
     chat.completed_at = utcnow()
-    await emit(
+    emit(
         session,
         ChatCompleted(
             chat_id=chat.id,

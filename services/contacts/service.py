@@ -50,7 +50,7 @@ async def resolve_contact(session: AsyncSession, message: InboundMessage) -> Non
             assert contact is not None
         else:
             created = True
-            await emit(
+            emit(
                 session,
                 ContactCreated(
                     contact_id=contact.id,
@@ -61,7 +61,7 @@ async def resolve_contact(session: AsyncSession, message: InboundMessage) -> Non
                 ),
                 subject=contact.id,
             )
-    await emit(
+    emit(
         session,
         InboundResolved(
             contact_id=contact.id,

@@ -18,7 +18,7 @@ def build(runtime: Runtime) -> Service:
     hub = push.Hub()
     consumers = Consumers(NAME)
     peers = Peers(runtime)
-    push.register(consumers, hub, peers)
+    push.register(consumers, hub)
     app = new_app(NAME, runtime, db.ping, api_prefix="/api")
     app.include_router(api.build_router(db, peers, runtime.settings))
     app.include_router(ws.build_router(db, hub))

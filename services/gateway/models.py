@@ -60,6 +60,19 @@ class AgentEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ChatHolder(Base):
+    """Who holds each open chat (offered to, or owner), from routing's events.
+
+    Fan-out only: it lets a customer message that chat published before it heard of the offer
+    still reach the agent's console. Routing remains the authority.
+    """
+
+    __tablename__ = "chat_holders"
+
+    chat_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(36))
+
+
 class LoginIn(BaseModel):
     username: str = Field(min_length=1, max_length=100)
     password: str = Field(min_length=1, max_length=1000)

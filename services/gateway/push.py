@@ -12,7 +12,7 @@ import asyncio
 import functools
 from collections import defaultdict
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import after_commit, insert_ignore
@@ -27,8 +27,7 @@ from libs.common.events import (
     ChatReplyPosted,
 )
 from libs.common.handlers import Consumers
-from services.gateway.models import AgentEvent
-from services.gateway.peers import Peers
+from services.gateway.models import AgentEvent, ChatHolder
 
 FOR_AGENTS: tuple[type[Event], ...] = (
     ChatOffered,
@@ -65,22 +64,26 @@ class Hub:
             wake.set()
 
 
-async def recipients(event: Event, peers: Peers) -> set[str]:
+async def recipients(session: AsyncSession, event: Event) -> set[str]:
+    """The agents whose consoles must hear of `event`; keeps the chat holder table current."""
+    if isinstance(event, ChatOffered | ChatAccepted):
+        await session.merge(ChatHolder(chat_id=event.chat_id, agent_id=event.agent_id))
+    elif isinstance(event, ChatCompleted):
+        await session.execute(delete(ChatHolder).where(ChatHolder.chat_id == event.chat_id))
     agent_id = getattr(event, "agent_id", None)
     if agent_id:
         return {agent_id}
     if isinstance(event, ChatMessageReceived):
-        # chat had not yet heard who holds the chat when the customer wrote: ask routing.
-        assignment = await peers.find("routing", f"/internal/assignments/{event.chat_id}")
-        if assignment and assignment["state"] in ("offered", "assigned"):
-            return {assignment["agent_id"]}
+        holder = await session.get(ChatHolder, event.chat_id)
+        if holder is not None:
+            return {holder.agent_id}
     return set()
 
 
-def register(consumers: Consumers, hub: Hub, peers: Peers) -> None:
+def register(consumers: Consumers, hub: Hub) -> None:
     @consumers.on(*FOR_AGENTS)
     async def push_to_agents(session: AsyncSession, event: Event, envelope: Envelope) -> None:
-        for agent_id in await recipients(event, peers):
+        for agent_id in await recipients(session, event):
             await session.execute(
                 insert_ignore(session, AgentEvent.__table__).values(  # type: ignore[arg-type]
                     agent_id=agent_id,

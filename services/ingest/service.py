@@ -66,7 +66,7 @@ async def accept_inbound(db: Database, key: str, message: InboundMessage) -> boo
         )
         if inserted.rowcount == 0:  # type: ignore[attr-defined]
             return False
-        await emit(session, message, subject=message.channel_id)
+        emit(session, message, subject=message.channel_id)
     return True
 
 
@@ -141,7 +141,7 @@ async def deliver_reply(
                 updated_at=utcnow(),
             )
         )
-        await emit(
+        emit(
             session,
             DeliveryUpdated(
                 message_id=message.id,

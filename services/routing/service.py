@@ -76,7 +76,7 @@ async def set_status(session: AsyncSession, agent_id: str, status: AgentStatus) 
     previous = agent.status
     if previous != status:
         agent.status = status
-        await emit(
+        emit(
             session,
             AgentStatusChanged(agent_id=agent_id, status=status, previous=previous),
             subject=agent_id,
@@ -121,7 +121,7 @@ async def queue_chat(session: AsyncSession, opened: ChatOpened) -> None:
         )
     )
     await session.flush()
-    await emit(
+    emit(
         session,
         ChatQueued(chat_id=opened.chat_id, queue_id=opened.queue_id),
         subject=opened.chat_id,
@@ -157,7 +157,7 @@ async def offer_waiting(session: AsyncSession, queue_ids: Iterable[str]) -> None
             now = utcnow()
             assignment.state, assignment.agent_id, assignment.offered_at = "offered", agent_id, now
             await session.flush()
-            await emit(
+            emit(
                 session,
                 ChatOffered(
                     chat_id=assignment.chat_id,
@@ -202,7 +202,7 @@ async def accept(session: AsyncSession, chat_id: str, agent_id: str) -> Assignme
     assignment.state, assignment.accepted_at = "assigned", now
     agent = await ensure_agent(session, agent_id)
     agent.last_accepted_at = now
-    await emit(
+    emit(
         session,
         ChatAccepted(
             chat_id=chat_id, queue_id=assignment.queue_id, agent_id=agent_id, accepted_at=now

@@ -117,7 +117,7 @@ async def queue_chat(db: Database, chat_id: str) -> Envelope:
     """A unit of work: write the change and the event it causes in one transaction."""
     async with db.transaction() as session:
         await session.execute(insert(queued_chats).values(chat_id=chat_id))
-        return await emit(session, queued(chat_id), subject=chat_id)
+        return emit(session, queued(chat_id), subject=chat_id)
 
 
 async def rows(db: Database, table: Table) -> list[Any]:
@@ -149,7 +149,7 @@ async def test_rolled_back_transaction_emits_nothing(db: Database) -> None:
     with pytest.raises(Boom):
         async with db.transaction() as session:
             await session.execute(insert(queued_chats).values(chat_id="chat-1"))
-            await emit(session, queued("chat-1"), subject="chat-1")
+            emit(session, queued("chat-1"), subject="chat-1")
             raise Boom
 
     assert await rows(db, outbox) == []
@@ -206,9 +206,20 @@ async def test_unconfirmed_rows_stay_leased_until_the_lease_runs_out(
 # --- inbox: Consumers handlers -----------------------------------------------------------------
 
 
+_attached: list[Consumers] = []
+
+
+@pytest.fixture(autouse=True)
+async def _stop_consumers() -> AsyncIterator[None]:
+    yield
+    while _attached:
+        await _attached.pop().stop()
+
+
 def record_queued_chats(attempts: list[Envelope], *, fail_first: bool = False) -> Consumers:
     """The testsvc handler of chat.queued: writes a row per chat (not idempotent by itself)."""
     consumers = Consumers(SERVICE)
+    _attached.append(consumers)
 
     @consumers.on(ChatQueued)
     async def record(session: AsyncSession, event: ChatQueued, envelope: Envelope) -> None:
@@ -278,6 +289,7 @@ async def test_inbox_is_per_consumer_group(db: Database, bus: InMemoryBus) -> No
     second: list[Envelope] = []
     record_queued_chats(first).attach(bus, db)
     other = Consumers("othersvc")  # another group records the same event id in this inbox
+    _attached.append(other)
 
     @other.on(ChatQueued)
     async def audit(session: AsyncSession, event: ChatQueued, envelope: Envelope) -> None:

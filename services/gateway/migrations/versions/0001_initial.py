@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 05:52:05.446841
+Create Date: 2026-11-26 06:52:27.636878
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -40,6 +41,11 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('username')
+    )
+    op.create_table('chat_holders',
+    sa.Column('chat_id', sa.String(length=36), nullable=False),
+    sa.Column('agent_id', sa.String(length=36), nullable=False),
+    sa.PrimaryKeyConstraint('chat_id')
     )
     op.create_table('outbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -75,6 +81,7 @@ def downgrade() -> None:
     op.drop_table('access_tokens')
     op.drop_table('processed_events')
     op.drop_table('outbox')
+    op.drop_table('chat_holders')
     op.drop_table('agents')
     with op.batch_alter_table('agent_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_agent_events_agent_id'))
