@@ -40,6 +40,9 @@ class OutboxRelay:
         self.bus = bus
         self.batch = batch
         self.poll_s = poll_s
+        # Published but not yet deleted: a crash leaves them leased, to be published again when
+        # the lease runs out, and consumers' inboxes absorb the repeat.
+        self._published: list[int] = []
 
     async def run(self) -> None:
         while True:
@@ -58,9 +61,13 @@ class OutboxRelay:
                     await asyncio.wait_for(self.db.outbox_written.wait(), self.poll_s)
 
     async def relay_once(self) -> int:
+        """Lease and publish the next batch; the previous batch's rows are deleted in the same
+        transaction, so a busy relay costs one transaction per batch."""
         outbox = self.db.outbox
         now = utcnow()
         async with self.db.transaction(wake_relay=False) as session:
+            if self._published:
+                await session.execute(delete(outbox).where(outbox.c.id.in_(self._published)))
             rows = (
                 await session.execute(
                     select(outbox.c.id, outbox.c.envelope)
@@ -70,13 +77,13 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            if not rows:
-                return 0
             ids = [r.id for r in rows]
-            await session.execute(
-                update(outbox).where(outbox.c.id.in_(ids)).values(leased_until=now + LEASE)
-            )
-        await self.bus.publish([Envelope.model_validate_json(r.envelope) for r in rows])
-        async with self.db.transaction(wake_relay=False) as session:
-            await session.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+            if ids:
+                await session.execute(
+                    update(outbox).where(outbox.c.id.in_(ids)).values(leased_until=now + LEASE)
+                )
+        self._published = []
+        if rows:
+            await self.bus.publish([Envelope.model_validate_json(r.envelope) for r in rows])
+            self._published = ids
         return len(rows)

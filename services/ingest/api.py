@@ -17,6 +17,7 @@ from services.ingest.models import ChannelOut, TelegramChannelIn
 
 def webhook_router(db: Database) -> APIRouter:
     router = APIRouter(prefix="/webhooks")
+    channels = service.ChannelCache(db)
 
     @router.post("/telegram/{channel_id}")
     async def telegram_webhook(
@@ -24,8 +25,7 @@ def webhook_router(db: Database) -> APIRouter:
         request: Request,
         secret: Annotated[str | None, Header(alias="X-Telegram-Bot-Api-Secret-Token")] = None,
     ) -> dict[str, bool]:
-        async with db.sessions() as session:
-            channel = await service.get_channel(session, channel_id)
+        channel = await channels.get(channel_id)
         if channel is None or channel.kind != "telegram" or not channel.active:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
         if not service.secret_matches(channel, secret):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from dataclasses import dataclass
 
 from aiogram import Bot
@@ -46,6 +47,29 @@ async def create_channel(
 
 async def get_channel(session: AsyncSession, channel_id: str) -> Channel | None:
     return await session.get(Channel, channel_id)
+
+
+class ChannelCache:
+    """Channels by id for the webhooks, re-read after `ttl_s`: one query less per update.
+
+    A deactivated channel or a changed secret takes effect within `ttl_s`.
+    """
+
+    def __init__(self, db: Database, ttl_s: float = 5.0) -> None:
+        self.db = db
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Channel | None]] = {}
+
+    async def get(self, channel_id: str) -> Channel | None:
+        now = time.monotonic()
+        entry = self._entries.get(channel_id)
+        if entry is None or now - entry[0] > self.ttl_s:
+            async with self.db.sessions() as session:
+                channel = await get_channel(session, channel_id)
+            if len(self._entries) > 10_000:  # unknown ids posted at us must not grow it forever
+                self._entries.clear()
+            entry = self._entries[channel_id] = (now, channel)
+        return entry[1]
 
 
 async def list_channels(session: AsyncSession) -> list[Channel]:

@@ -166,7 +166,9 @@ async def test_relay_publishes_in_order_and_deletes(db: Database, bus: InMemoryB
     relay = OutboxRelay(db, bus, batch=2, poll_s=0.05)
 
     assert await relay.relay_once() == 2
+    assert len(await rows(db, outbox)) == 3  # published rows go with the next pass
     assert await relay.relay_once() == 1
+    assert len(await rows(db, outbox)) == 1
     assert await relay.relay_once() == 0
 
     assert subscriber.received == emitted
@@ -200,6 +202,7 @@ async def test_unconfirmed_rows_stay_leased_until_the_lease_runs_out(
         await session.execute(update(outbox).values(leased_until=utcnow() - timedelta(seconds=1)))
     assert await healthy.relay_once() == 2
     assert subscriber.received == emitted
+    assert await healthy.relay_once() == 0  # the next pass deletes what was confirmed
     assert await rows(db, outbox) == []
 
 
