@@ -15,7 +15,7 @@ from services.ingest import service, telegram
 from services.ingest.models import ChannelOut, TelegramChannelIn
 
 
-def webhook_router(db: Database) -> APIRouter:
+def webhook_router(db: Database, inbound: service.InboundCommits) -> APIRouter:
     router = APIRouter(prefix="/webhooks")
     channels = service.ChannelCache(db)
 
@@ -41,7 +41,7 @@ def webhook_router(db: Database) -> APIRouter:
             ) from exc
         message = telegram.normalize(update, channel)
         if message is not None:
-            await service.accept_inbound(db, f"telegram:{channel.id}:{update.update_id}", message)
+            await inbound.submit((f"telegram:{channel.id}:{update.update_id}", message))
         return {"ok": True}
 
     return router

@@ -19,6 +19,7 @@ from aiogram.exceptions import (
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.batching import GroupCommit
 from libs.common.db import Database, insert_ignore
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatReplyPosted, DeliveryStatus, DeliveryUpdated, InboundMessage
@@ -82,16 +83,33 @@ def secret_matches(channel: Channel, presented: str | None) -> bool:
     )
 
 
-async def accept_inbound(db: Database, key: str, message: InboundMessage) -> bool:
-    """Record the platform message once and queue its event; False if it was seen before."""
-    async with db.transaction() as session:
-        inserted = await session.execute(
-            insert_ignore(session, InboundKey.__table__).values(key=key, received_at=utcnow())  # type: ignore[arg-type]
-        )
-        if inserted.rowcount == 0:  # type: ignore[attr-defined]
-            return False
-        emit(session, message, subject=message.channel_id)
-    return True
+InboundCommits = GroupCommit[tuple[str, InboundMessage], bool]
+
+
+def inbound_commits(db: Database) -> InboundCommits:
+    """Webhook updates accepted together in one transaction: `submit((key, message))` answers
+    False for a platform message seen before, True once it and its event are committed."""
+
+    async def accept(batch: list[tuple[str, InboundMessage]]) -> list[bool]:
+        now = utcnow()
+        async with db.transaction() as session:
+            table = InboundKey.__table__
+            new = set(
+                await session.scalars(
+                    insert_ignore(session, table)  # type: ignore[arg-type]
+                    .values([{"key": key, "received_at": now} for key, _ in batch])
+                    .returning(table.c.key)
+                )
+            )
+            accepted = []
+            for key, message in batch:
+                accepted.append(key in new)
+                if key in new:
+                    new.discard(key)  # the same update twice in one batch: once
+                    emit(session, message, subject=message.channel_id)
+        return accepted
+
+    return GroupCommit(accept, name="ingest.inbound")
 
 
 @dataclass(frozen=True)
