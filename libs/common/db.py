@@ -161,11 +161,15 @@ class Database:
         await self.engine.dispose()
 
 
+def upsertable(session: AsyncSession, table: Table) -> Any:
+    """The session's dialect's INSERT, which has `on_conflict_do_nothing/do_update`."""
+    dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
 def insert_ignore(session: AsyncSession, table: Table) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING in the session's dialect; check `rowcount` for a hit."""
-    bind = session.get_bind()
-    dialect: Any = postgresql if bind.dialect.name == "postgresql" else sqlite
-    stmt: Insert = dialect.insert(table).on_conflict_do_nothing()
+    stmt: Insert = upsertable(session, table).on_conflict_do_nothing()
     return stmt
 
 

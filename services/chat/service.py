@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Row, Table, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +20,7 @@ from libs.common.events import (
     ChatReplyPosted,
     DeliveryUpdated,
     InboundResolved,
+    MessageView,
 )
 from libs.common.outbox import emit
 from services.chat.models import Chat, Message
@@ -30,73 +32,105 @@ class ChatClosed(Exception):
     """The chat is completed: nothing more can be posted to it."""
 
 
-async def _open_chat(session: AsyncSession, contact_id: str, channel_id: str) -> Chat | None:
-    return await session.scalar(
-        select(Chat).where(
-            Chat.contact_id == contact_id,
-            Chat.channel_id == channel_id,
-            Chat.status != "completed",
+CHATS = cast(Table, Chat.__table__)
+MESSAGES = cast(Table, Message.__table__)
+
+
+async def _open_chat(
+    session: AsyncSession, contact_id: str, channel_id: str
+) -> Row[Any, Any] | None:
+    return (
+        await session.execute(
+            select(CHATS.c.id, CHATS.c.agent_id).where(
+                CHATS.c.contact_id == contact_id,
+                CHATS.c.channel_id == channel_id,
+                CHATS.c.status != "completed",
+            )
         )
-    )
+    ).first()
 
 
 async def thread_inbound(session: AsyncSession, resolved: InboundResolved) -> None:
-    """Append the message to the contact's open chat on that channel, or open a new chat."""
+    """Append the message to the contact's open chat on that channel, or open a new chat.
+
+    Core statements rather than the ORM: this runs for every customer message.
+    """
     inbound = resolved.message
+    at, preview = inbound.received_at, (inbound.text or "")[:PREVIEW]
     chat = await _open_chat(session, resolved.contact_id, inbound.channel_id)
-    opened = False
+    opened = None
     if chat is None:
-        chat = Chat(
-            id=new_id(),
+        opened = ChatOpened(
+            chat_id=new_id(),
             contact_id=resolved.contact_id,
-            contact_name=resolved.contact_name,
             channel_id=inbound.channel_id,
             queue_id=inbound.queue_id,
             platform=inbound.platform,
-            external_chat_id=inbound.external_chat_id,
-            status="new",
-            opened_at=inbound.received_at,
-            last_message_at=inbound.received_at,
+            opened_at=at,
         )
         try:
             async with session.begin_nested():
-                session.add(chat)
+                await session.execute(
+                    insert(CHATS).values(
+                        id=opened.chat_id,
+                        contact_id=opened.contact_id,
+                        contact_name=resolved.contact_name,
+                        channel_id=opened.channel_id,
+                        queue_id=opened.queue_id,
+                        platform=opened.platform,
+                        external_chat_id=inbound.external_chat_id,
+                        status="new",
+                        opened_at=at,
+                        last_message_at=at,
+                        last_message_preview=preview,
+                    )
+                )
         except IntegrityError:
             # Another message of this customer opened the chat at the same moment: join it.
+            opened = None
             chat = await _open_chat(session, resolved.contact_id, inbound.channel_id)
             assert chat is not None
-        else:
-            opened = True
-    message = Message(
+    if opened is not None:
+        chat_id, agent_id = opened.chat_id, None
+    else:
+        assert chat is not None
+        chat_id, agent_id = chat.id, chat.agent_id
+    view = MessageView(
         id=new_id(),
-        chat_id=chat.id,
+        chat_id=chat_id,
         direction="in",
         text=inbound.text,
-        attachments=[a.model_dump(mode="json") for a in inbound.attachments],
-        created_at=inbound.received_at,
-        external_message_id=inbound.external_message_id,
+        attachments=inbound.attachments,
+        created_at=at,
     )
-    session.add(message)
-    chat.last_message_at = max(chat.last_message_at, inbound.received_at)
-    chat.last_message_preview = (inbound.text or "")[:PREVIEW]
-    await session.flush()
-    if opened:
-        emit(
-            session,
-            ChatOpened(
-                chat_id=chat.id,
-                contact_id=chat.contact_id,
-                channel_id=chat.channel_id,
-                queue_id=chat.queue_id,
-                platform=inbound.platform,
-                opened_at=chat.opened_at,
-            ),
-            subject=chat.id,
+    await session.execute(
+        insert(MESSAGES).values(
+            id=view.id,
+            chat_id=chat_id,
+            direction="in",
+            text=view.text,
+            attachments=[a.model_dump(mode="json") for a in view.attachments],
+            created_at=at,
+            external_message_id=inbound.external_message_id,
         )
+    )
+    if opened is None:
+        await session.execute(
+            update(CHATS)
+            .where(CHATS.c.id == chat_id)
+            .values(
+                last_message_at=case(
+                    (CHATS.c.last_message_at < at, at), else_=CHATS.c.last_message_at
+                ),
+                last_message_preview=preview,
+            )
+        )
+    else:
+        emit(session, opened, subject=chat_id)
     emit(
         session,
-        ChatMessageReceived(chat_id=chat.id, agent_id=chat.agent_id, message=message.view()),
-        subject=chat.id,
+        ChatMessageReceived(chat_id=chat_id, agent_id=agent_id, message=view),
+        subject=chat_id,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import insert_ignore
@@ -11,65 +13,71 @@ from libs.common.events import ContactCreated, InboundMessage, InboundResolved
 from libs.common.outbox import emit
 from services.contacts.models import Contact, ContactOut, Identity, IdentityOut
 
+CONTACTS = cast(Table, Contact.__table__)
+IDENTITIES = cast(Table, Identity.__table__)
 
-async def _identity_contact(session: AsyncSession, message: InboundMessage) -> Contact | None:
-    return await session.scalar(
-        select(Contact)
-        .join(Identity, Identity.contact_id == Contact.id)
-        .where(
-            Identity.platform == message.platform,
-            Identity.external_user_id == message.external_user_id,
-            Identity.channel_id == message.channel_id,
+
+async def _identity_contact(session: AsyncSession, message: InboundMessage) -> Row[Any, Any] | None:
+    return (
+        await session.execute(
+            select(CONTACTS.c.id, CONTACTS.c.name)
+            .join(IDENTITIES, IDENTITIES.c.contact_id == CONTACTS.c.id)
+            .where(
+                IDENTITIES.c.platform == message.platform,
+                IDENTITIES.c.external_user_id == message.external_user_id,
+                IDENTITIES.c.channel_id == message.channel_id,
+            )
         )
-    )
+    ).first()
 
 
 async def resolve_contact(session: AsyncSession, message: InboundMessage) -> None:
-    """Find the contact of the message's identity or create it; pass the message on."""
-    contact = await _identity_contact(session, message)
-    created = False
-    if contact is None:
-        contact = Contact(id=new_id(), name=message.sender.display_name, created_at=utcnow())
-        session.add(contact)
-        await session.flush()
+    """Find the contact of the message's identity or create it; pass the message on.
+
+    Core statements rather than the ORM: this runs for every customer message.
+    """
+    found = await _identity_contact(session, message)
+    if found is not None:
+        contact_id, name, created = found.id, found.name, False
+    else:
+        contact_id, name, created = new_id(), message.sender.display_name, True
+        now = utcnow()
+        await session.execute(insert(CONTACTS).values(id=contact_id, name=name, created_at=now))
         claimed = await session.execute(
-            insert_ignore(session, Identity.__table__).values(  # type: ignore[arg-type]
+            insert_ignore(session, IDENTITIES).values(
                 id=new_id(),
-                contact_id=contact.id,
+                contact_id=contact_id,
                 platform=message.platform,
                 external_user_id=message.external_user_id,
                 channel_id=message.channel_id,
                 username=message.sender.username,
-                created_at=utcnow(),
+                created_at=now,
             )
         )
         if claimed.rowcount == 0:  # type: ignore[attr-defined]
             # A concurrent message of the same new customer created the contact first.
-            await session.execute(delete(Contact).where(Contact.id == contact.id))
-            contact = await _identity_contact(session, message)
-            assert contact is not None
+            await session.execute(delete(CONTACTS).where(CONTACTS.c.id == contact_id))
+            found = await _identity_contact(session, message)
+            assert found is not None
+            contact_id, name, created = found.id, found.name, False
         else:
-            created = True
             emit(
                 session,
                 ContactCreated(
-                    contact_id=contact.id,
-                    name=contact.name,
+                    contact_id=contact_id,
+                    name=name,
                     platform=message.platform,
                     external_user_id=message.external_user_id,
                     channel_id=message.channel_id,
                 ),
-                subject=contact.id,
+                subject=contact_id,
             )
     emit(
         session,
         InboundResolved(
-            contact_id=contact.id,
-            contact_name=contact.name,
-            contact_created=created,
-            message=message,
+            contact_id=contact_id, contact_name=name, contact_created=created, message=message
         ),
-        subject=contact.id,
+        subject=contact_id,
     )
 
 

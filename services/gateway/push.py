@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import defaultdict
+from typing import cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import after_commit, insert_ignore
+from libs.common.db import after_commit, insert_ignore, upsertable
 from libs.common.envelope import Envelope, Event
 from libs.common.events import (
     AgentStatusChanged,
@@ -67,17 +68,27 @@ class Hub:
 async def recipients(session: AsyncSession, event: Event) -> set[str]:
     """The agents whose consoles must hear of `event`; keeps the chat holder table current."""
     if isinstance(event, ChatOffered | ChatAccepted):
-        await session.merge(ChatHolder(chat_id=event.chat_id, agent_id=event.agent_id))
+        await session.execute(
+            upsertable(session, HOLDERS)
+            .values(chat_id=event.chat_id, agent_id=event.agent_id)
+            .on_conflict_do_update(index_elements=["chat_id"], set_={"agent_id": event.agent_id})
+        )
     elif isinstance(event, ChatCompleted):
-        await session.execute(delete(ChatHolder).where(ChatHolder.chat_id == event.chat_id))
+        await session.execute(delete(HOLDERS).where(HOLDERS.c.chat_id == event.chat_id))
     agent_id = getattr(event, "agent_id", None)
     if agent_id:
         return {agent_id}
     if isinstance(event, ChatMessageReceived):
-        holder = await session.get(ChatHolder, event.chat_id)
+        holder = await session.scalar(
+            select(HOLDERS.c.agent_id).where(HOLDERS.c.chat_id == event.chat_id)
+        )
         if holder is not None:
-            return {holder.agent_id}
+            return {holder}
     return set()
+
+
+HOLDERS = cast(Table, ChatHolder.__table__)
+EVENTS = cast(Table, AgentEvent.__table__)
 
 
 def register(consumers: Consumers, hub: Hub) -> None:
@@ -85,7 +96,7 @@ def register(consumers: Consumers, hub: Hub) -> None:
     async def push_to_agents(session: AsyncSession, event: Event, envelope: Envelope) -> None:
         for agent_id in await recipients(session, event):
             await session.execute(
-                insert_ignore(session, AgentEvent.__table__).values(  # type: ignore[arg-type]
+                insert_ignore(session, EVENTS).values(
                     agent_id=agent_id,
                     type=envelope.type,
                     data=envelope.data,
