@@ -70,7 +70,7 @@ async def run_in_process(settings: Settings, names: list[str]) -> None:
             await service.prepare()
         await runtime.bus.start()
         for service in services:
-            service.run_loops()
+            service.start_relay()
         servers = [
             uvicorn.Server(
                 uvicorn.Config(

@@ -1,6 +1,6 @@
 """The shape every chatdesk service has, and the runtime it is given.
 
-A service is its database, its bus handlers, its HTTP app and its background loops. The launcher
+A service is its database, its bus handlers, its HTTP app and its outbox relay. The launcher
 (`services/launcher.py`) builds services from a `Runtime` and runs one of them per process in
 distributed mode, or all of them in one process in embedded mode; the code paths are the same.
 """
@@ -11,10 +11,10 @@ import asyncio
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 from fastapi import FastAPI, Header, HTTPException, status
@@ -89,7 +89,6 @@ class Service:
     app: FastAPI
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    loops: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def prepare(self) -> None:
@@ -99,13 +98,12 @@ class Service:
             await hook()
         self.consumers.attach(self.runtime.bus, self.db)
 
-    def run_loops(self) -> None:
+    def start_relay(self) -> None:
         settings = self.runtime.settings
         relay = OutboxRelay(
             self.db, self.runtime.bus, batch=settings.outbox_batch, poll_s=settings.outbox_poll_s
         )
-        for loop in [relay.run, *self.loops]:
-            self._tasks.append(asyncio.create_task(loop(), name=f"{self.name}:{loop.__name__}"))
+        self._tasks.append(asyncio.create_task(relay.run(), name=f"{self.name}:outbox-relay"))
 
     async def stop(self) -> None:
         for task in self._tasks:
