@@ -53,7 +53,7 @@ import asyncpg
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support import backends
+from tests.support import backends, desk
 from tests.support.fake_telegram import FakeTelegram, serve
 from tests.support.product import ADMIN_PASSWORD, ROOT, Console, Product, running
 
@@ -163,24 +163,15 @@ class Post:
 
 
 def telegram_update(update_id: int, user: int, text: str) -> bytes:
-    user_id = USER_BASE + user
     return orjson.dumps(
-        {
-            "update_id": update_id,
-            "message": {
-                "message_id": update_id,
-                "date": int(time.time()),
-                "chat": {"id": user_id, "type": "private", "first_name": "Bench"},
-                "from": {
-                    "id": user_id,
-                    "is_bot": False,
-                    "first_name": "Bench",
-                    "last_name": f"User{user}",
-                    "username": f"bench_user_{user}",
-                },
-                "text": text,
-            },
-        }
+        desk.telegram_update(
+            update_id,
+            text,
+            user_id=USER_BASE + user,
+            first_name="Bench",
+            last_name=f"User{user}",
+            username=f"bench_user_{user}",
+        )
     )
 
 

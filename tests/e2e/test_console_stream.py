@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.support.desk import Stream, post_update, setup_desk, telegram_update
+from tests.support.desk import Stream, eventually, post_update, setup_desk, telegram_update
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.product import Product
 
@@ -42,10 +42,7 @@ async def test_reconnect_with_resume_after_gets_exactly_what_was_missed(
     # While disconnected: two more customers write.
     await post_update(product, channel["id"], telegram_update(2, "second", user_id=2))
     await post_update(product, channel["id"], telegram_update(3, "third", user_id=3))
-    for _ in range(200):
-        if len((await anna.http.get("/api/chats", params={"view": "new"})).json()) == 3:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: anna.list_chats("new"), lambda chats: len(chats) == 3)
 
     missed = await resume(anna.ws_url(), last_id)
     assert [int(e["id"]) for e in missed] == sorted({int(e["id"]) for e in missed})

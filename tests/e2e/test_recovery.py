@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import backends
-from tests.support.desk import Stream, post_update, setup_desk, telegram_update
+from tests.support.desk import Stream, eventually, post_update, setup_desk, telegram_update
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.product import Product, running
 
@@ -47,11 +47,9 @@ async def test_messages_survive_a_crashed_chat_service(
         await stream.wait_for("chat.offered", timeout=30)
     chats = (await anna.http.get("/api/chats", params={"view": "new"})).json()
     assert len(chats) == 1
-    for _ in range(100):  # the last messages may still be on their way
-        messages = (await anna.http.get(f"/api/chats/{chats[0]['id']}/messages")).json()
-        if len(messages) == len(texts):
-            break
-        await asyncio.sleep(0.1)
+    messages = await eventually(  # the last messages may still be on their way
+        lambda: anna.messages(chats[0]["id"]), lambda messages: len(messages) == len(texts)
+    )
     assert sorted(m["text"] for m in messages) == sorted(texts)
     await admin.close()
     await anna.close()

@@ -6,7 +6,8 @@ import asyncio
 import json
 import secrets
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -17,27 +18,48 @@ from tests.support.product import ADMIN_PASSWORD, Console, Product
 BOT_TOKEN = "123456:TEST-token_abc"
 SECRET = "s3cret-Token_1"
 AGENT_PASSWORD = "agent-password"
+T = TypeVar("T")
 
 
 def telegram_update(
-    update_id: int, text: str, *, user_id: int = 555, message_id: int | None = None
+    update_id: int,
+    text: str,
+    *,
+    user_id: int = 555,
+    message_id: int | None = None,
+    first_name: str = "Ivan",
+    last_name: str = "Petrov",
+    username: str = "ivanp",
 ) -> dict[str, Any]:
+    """A Telegram `Update` with a private text message, as the Bot API sends it."""
     return {
         "update_id": update_id,
         "message": {
             "message_id": message_id or update_id,
             "date": int(time.time()),
-            "chat": {"id": user_id, "type": "private", "first_name": "Ivan"},
+            "chat": {"id": user_id, "type": "private", "first_name": first_name},
             "from": {
                 "id": user_id,
                 "is_bot": False,
-                "first_name": "Ivan",
-                "last_name": "Petrov",
-                "username": "ivanp",
+                "first_name": first_name,
+                "last_name": last_name,
+                "username": username,
             },
             "text": text,
         },
     }
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], ready: Callable[[T], bool], *, timeout: float = 20
+) -> T:
+    """Probe until `ready` says yes (what the console sees settles asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while not ready(value := await probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not ready after {timeout}s: {value!r}")
+        await asyncio.sleep(0.05)
+    return value
 
 
 class Stream:

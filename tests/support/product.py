@@ -161,5 +161,17 @@ class Console:
     async def close(self) -> None:
         await self.http.aclose()
 
+    async def list_chats(self, view: str) -> list[dict[str, Any]]:
+        chats: list[dict[str, Any]] = (
+            await self.http.get("/api/chats", params={"view": view})
+        ).json()
+        return chats
+
+    async def messages(self, chat_id: str) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = (
+            await self.http.get(f"/api/chats/{chat_id}/messages")
+        ).json()
+        return messages
+
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.product.ports['gateway']}/api/ws?token={self.token}"
