@@ -115,6 +115,8 @@ def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
 
     async def owned_chat(agent: Agent, chat_id: str) -> dict[str, Any]:
         chat, assignment = await accessible_chat(agent, chat_id)
+        if chat["status"] == "completed":
+            raise HTTPException(status.HTTP_409_CONFLICT, "the chat is completed")
         owner = assignment is not None and assignment["state"] == "assigned"
         if not owner or assignment["agent_id"] != agent.id:  # type: ignore[index]
             raise HTTPException(
@@ -126,10 +128,11 @@ def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
 
     @router.post("/auth/login", tags=["auth"])
     async def login(body: LoginIn) -> LoginOut:
-        async with db.transaction() as session:
+        async with db.sessions() as session:  # the slow hash check holds no write transaction
             agent = await auth.check_password(session, body.username, body.password)
-            if agent is None:
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+        if agent is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+        async with db.transaction() as session:
             token, row = await auth.issue_token(
                 session, agent, timedelta(hours=settings.token_ttl_hours)
             )

@@ -23,6 +23,7 @@ from services.gateway.models import AccessToken, Agent, AgentIn
 
 log = logging.getLogger(__name__)
 hasher = PasswordHasher()
+_DUMMY_HASH = hasher.hash("no such agent")
 
 
 class UsernameTaken(Exception):
@@ -53,10 +54,12 @@ async def create_agent(db: Database, data: AgentIn) -> Agent:
 
 async def check_password(session: AsyncSession, username: str, password: str) -> Agent | None:
     agent = await session.scalar(select(Agent).where(Agent.username == username))
-    if agent is None:
-        return None
     try:
-        await asyncio.to_thread(hasher.verify, agent.password_hash, password)
+        # An unknown name is checked against a dummy hash: the answer takes as long either way,
+        # so timing does not tell which usernames exist.
+        await asyncio.to_thread(
+            hasher.verify, agent.password_hash if agent else _DUMMY_HASH, password
+        )
     except VerificationError:
         return None
     return agent

@@ -25,6 +25,16 @@ from tests.support.product import ADMIN_PASSWORD, Console, Product
 pytestmark = pytest.mark.e2e
 
 
+class Not:
+    """Matches any value but one (for `Stream.wait_for`)."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return other != self.value
+
+
 async def test_telegram_message_reaches_agent_and_reply_goes_back(
     product: Product, fake_telegram: FakeTelegram
 ) -> None:
@@ -82,6 +92,15 @@ async def test_telegram_message_reaches_agent_and_reply_goes_back(
 
         contact = (await anna.http.get(f"/api/contacts/{accepted['contact_id']}")).json()
         assert contact["name"] == "Ivan Petrov"
+
+        # Flow 5: the agent completes the chat; the customer's next message opens a new one.
+        done = await anna.http.post(f"/api/chats/{chat_id}/complete")
+        assert done.status_code == 200 and done.json()["status"] == "completed"
+        late = await anna.http.post(f"/api/chats/{chat_id}/messages", json={"text": "one more"})
+        assert late.status_code == 409 and late.json()["detail"] == "the chat is completed"
+        await post_update(product, channel["id"], telegram_update(3, "Me again"))
+        reopened = await stream.wait_for("chat.offered", chat_id=Not(chat_id))
+        assert reopened["data"]["contact_id"] == accepted["contact_id"]
 
     # Another agent, not in the queue, sees nothing of it and cannot touch it.
     boris_name = f"boris-{chat_id[:8]}"
