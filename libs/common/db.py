@@ -111,12 +111,12 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, wake_relay: bool = True) -> AsyncIterator[AsyncSession]:
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits on success, rolls back on error.
 
         Events emitted in it are written to the outbox just before the commit, in one statement.
-        After the commit it wakes the outbox relay and runs the callbacks that the work queued
-        with `after_commit` (things that must not happen unless the work is durable).
+        After the commit it wakes the outbox relay (if it emitted any) and runs the callbacks that
+        the work queued with `after_commit` (things that must not happen unless it is durable).
         """
         async with contextlib.AsyncExitStack() as stack:
             if self._write_lock is not None:
@@ -127,7 +127,7 @@ class Database:
                 yield session
                 if session.info["outbox_rows"]:
                     await session.execute(insert(self.outbox), session.info["outbox_rows"])
-        if wake_relay and session.info["outbox_rows"]:
+        if session.info["outbox_rows"]:
             self.outbox_written.set()
         for callback in session.info["after_commit"]:
             callback()

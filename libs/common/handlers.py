@@ -67,9 +67,12 @@ class Consumers:
     def attach(self, bus: Bus, db: Database) -> None:
         for reg in self._registered:
             group = f"{self.service}.{reg.name}"
-            runner = _runner(reg, group, db)
-            if isinstance(runner, _Batches):
+            runner: Callable[[Envelope], Awaitable[None]]
+            if reg.transactional:
+                runner = _Batches(reg, group, db)
                 self._batches.append(runner)
+            else:
+                runner = _raw_runner(reg, group, db)
             bus.subscribe(group, [e.type for e in reg.events], runner)
 
     async def stop(self) -> None:
@@ -77,10 +80,9 @@ class Consumers:
             await batches.stop()
 
 
-def _runner(reg: _Registered, group: str, db: Database) -> Callable[[Envelope], Awaitable[None]]:
-    if reg.transactional:
-        return _Batches(reg, group, db)
-
+def _raw_runner(
+    reg: _Registered, group: str, db: Database
+) -> Callable[[Envelope], Awaitable[None]]:
     async def run(envelope: Envelope) -> None:
         event = envelope.parse(EVENT_TYPES[envelope.type])
         with log_context(event_id=envelope.id, subject=envelope.subject, consumer=group):

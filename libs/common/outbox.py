@@ -65,7 +65,7 @@ class OutboxRelay:
         transaction, so a busy relay costs one transaction per batch."""
         outbox = self.db.outbox
         now = utcnow()
-        async with self.db.transaction(wake_relay=False) as session:
+        async with self.db.transaction() as session:
             if self._published:
                 await session.execute(delete(outbox).where(outbox.c.id.in_(self._published)))
             rows = (

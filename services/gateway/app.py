@@ -17,10 +17,9 @@ def build(runtime: Runtime) -> Service:
     db = new_database(runtime, NAME, Base.metadata, Path(__file__).parent)
     hub = push.Hub()
     consumers = Consumers(NAME)
-    peers = Peers(runtime)
     push.register(consumers, hub)
     app = new_app(NAME, runtime, db.ping, api_prefix="/api")
-    app.include_router(api.build_router(db, peers, runtime.settings))
+    app.include_router(api.build_router(db, Peers(runtime), runtime.settings))
     app.include_router(ws.build_router(db, hub))
 
     async def create_first_admin() -> None:

@@ -41,6 +41,8 @@ FOR_AGENTS: tuple[type[Event], ...] = (
 )
 
 
+HOLDERS = cast(Table, ChatHolder.__table__)
+EVENTS = cast(Table, AgentEvent.__table__)
 PAGE = 500
 
 
@@ -65,8 +67,8 @@ class Hub:
             wake.set()
 
 
-async def recipients(session: AsyncSession, event: Event) -> set[str]:
-    """The agents whose consoles must hear of `event`; keeps the chat holder table current."""
+async def track_holder(session: AsyncSession, event: Event) -> None:
+    """Keep the chat holder table in step with routing's offers, acceptances and completions."""
     if isinstance(event, ChatOffered | ChatAccepted):
         await session.execute(
             upsertable(session, HOLDERS)
@@ -75,6 +77,10 @@ async def recipients(session: AsyncSession, event: Event) -> set[str]:
         )
     elif isinstance(event, ChatCompleted):
         await session.execute(delete(HOLDERS).where(HOLDERS.c.chat_id == event.chat_id))
+
+
+async def recipients(session: AsyncSession, event: Event) -> set[str]:
+    """The agents whose consoles must hear of `event`."""
     agent_id = getattr(event, "agent_id", None)
     if agent_id:
         return {agent_id}
@@ -87,13 +93,10 @@ async def recipients(session: AsyncSession, event: Event) -> set[str]:
     return set()
 
 
-HOLDERS = cast(Table, ChatHolder.__table__)
-EVENTS = cast(Table, AgentEvent.__table__)
-
-
 def register(consumers: Consumers, hub: Hub) -> None:
     @consumers.on(*FOR_AGENTS)
     async def push_to_agents(session: AsyncSession, event: Event, envelope: Envelope) -> None:
+        await track_holder(session, event)
         for agent_id in await recipients(session, event):
             await session.execute(
                 insert_ignore(session, EVENTS).values(

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -16,7 +17,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
@@ -84,6 +85,7 @@ def secret_matches(channel: Channel, presented: str | None) -> bool:
 
 
 InboundCommits = GroupCommit[tuple[str, InboundMessage], bool]
+INBOUND_KEYS = cast(Table, InboundKey.__table__)
 
 
 def inbound_commits(db: Database) -> InboundCommits:
@@ -93,12 +95,11 @@ def inbound_commits(db: Database) -> InboundCommits:
     async def accept(batch: list[tuple[str, InboundMessage]]) -> list[bool]:
         now = utcnow()
         async with db.transaction() as session:
-            table = InboundKey.__table__
             new = set(
                 await session.scalars(
-                    insert_ignore(session, table)  # type: ignore[arg-type]
+                    insert_ignore(session, INBOUND_KEYS)
                     .values([{"key": key, "received_at": now} for key, _ in batch])
-                    .returning(table.c.key)
+                    .returning(INBOUND_KEYS.c.key)
                 )
             )
             accepted = []
