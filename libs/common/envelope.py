@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 def utcnow() -> datetime:
@@ -60,6 +60,8 @@ class Envelope(BaseModel):
     )
     schema_version: int = Field(default=1, description="Version of the `data` schema.")
     data: dict[str, Any]
+    # The bytes it was read from: relaying or republishing it sends them again as they are.
+    _raw: bytes | None = PrivateAttr(default=None)
 
     @classmethod
     def wrap(cls, event: Event, *, source: str, subject: str | None = None) -> Envelope:
@@ -74,9 +76,17 @@ class Envelope(BaseModel):
     def parse(self, model: builtins.type[E]) -> E:
         return model.model_validate(self.data)
 
+    def __eq__(self, other: object) -> bool:
+        # Whether one of them was read from bytes does not make two envelopes differ.
+        return isinstance(other, Envelope) and self.__dict__ == other.__dict__
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        if self._raw is None:
+            self._raw = orjson.dumps(self.model_dump(mode="json"))
+        return self._raw
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Envelope:
-        return cls.model_validate(orjson.loads(raw))
+        envelope = cls.model_validate(orjson.loads(raw))
+        envelope._raw = raw
+        return envelope

@@ -11,6 +11,8 @@ a redelivered event that is already recorded is skipped, so handlers are idempot
 construction. Events waiting for the same handler share one transaction (group commit), so a
 handler must not assume it is alone in its session. The handler never commits, acks or retries:
 raising is how it asks for a retry.
+Hot paths register with `on_batch` instead and get the batch's new events at once, so that
+they can read and write with a few statements per batch rather than a few per event.
 Handlers that must talk to the outside world between transactions use `on_raw` and own their
 idempotency.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +35,7 @@ from libs.common.logs import log_context
 log = logging.getLogger(__name__)
 
 TxHandler = Callable[[AsyncSession, Any, Envelope], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, list[tuple[Any, Envelope]]], Awaitable[None]]
 RawHandler = Callable[[Database, Any, Envelope], Awaitable[None]]
 
 
@@ -41,7 +44,7 @@ class _Registered:
     name: str
     events: tuple[type[Event], ...]
     fn: Callable[..., Awaitable[None]]
-    transactional: bool
+    kind: Literal["each", "batch", "raw"]
 
 
 class Consumers:
@@ -52,14 +55,24 @@ class Consumers:
 
     def on(self, *events: type[Event]) -> Callable[[TxHandler], TxHandler]:
         def register(fn: TxHandler) -> TxHandler:
-            self._registered.append(_Registered(fn.__name__, events, fn, transactional=True))
+            self._registered.append(_Registered(fn.__name__, events, fn, "each"))
+            return fn
+
+        return register
+
+    def on_batch(self, *events: type[Event]) -> Callable[[BatchHandler], BatchHandler]:
+        """Like `on`, but the handler gets the batch's new `(event, envelope)` pairs in one list,
+        in arrival order."""
+
+        def register(fn: BatchHandler) -> BatchHandler:
+            self._registered.append(_Registered(fn.__name__, events, fn, "batch"))
             return fn
 
         return register
 
     def on_raw(self, *events: type[Event]) -> Callable[[RawHandler], RawHandler]:
         def register(fn: RawHandler) -> RawHandler:
-            self._registered.append(_Registered(fn.__name__, events, fn, transactional=False))
+            self._registered.append(_Registered(fn.__name__, events, fn, "raw"))
             return fn
 
         return register
@@ -68,11 +81,11 @@ class Consumers:
         for reg in self._registered:
             group = f"{self.service}.{reg.name}"
             runner: Callable[[Envelope], Awaitable[None]]
-            if reg.transactional:
+            if reg.kind == "raw":
+                runner = _raw_runner(reg, group, db)
+            else:
                 runner = _Batches(reg, group, db)
                 self._batches.append(runner)
-            else:
-                runner = _raw_runner(reg, group, db)
             bus.subscribe(group, [e.type for e in reg.events], runner)
 
     async def stop(self) -> None:
@@ -113,15 +126,23 @@ class _Batches:
                 .returning(self.db.inbox.c.event_id)
             )
             new = set(recorded)
+            fresh: list[tuple[Event, Envelope]] = []
             for envelope, event in zip(batch, events, strict=True):
-                with log_context(
-                    event_id=envelope.id, subject=envelope.subject, consumer=self.group
-                ):
-                    if envelope.id not in new:
-                        log.info("duplicate event skipped")
-                        continue
+                if envelope.id in new:
                     new.discard(envelope.id)  # the same event twice in one batch: once
-                    await self.reg.fn(session, event, envelope)
+                    fresh.append((event, envelope))
+                else:
+                    log.info("duplicate event skipped", extra={"event_id": envelope.id})
+            if self.reg.kind == "batch":
+                if fresh:
+                    with log_context(consumer=self.group):
+                        await self.reg.fn(session, fresh)
+            else:
+                for event, envelope in fresh:
+                    with log_context(
+                        event_id=envelope.id, subject=envelope.subject, consumer=self.group
+                    ):
+                        await self.reg.fn(session, event, envelope)
         return [None] * len(batch)
 
     async def stop(self) -> None:

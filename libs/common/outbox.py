@@ -68,22 +68,24 @@ class OutboxRelay:
         async with self.db.transaction() as session:
             if self._published:
                 await session.execute(delete(outbox).where(outbox.c.id.in_(self._published)))
-            rows = (
+            due = (
+                select(outbox.c.id)
+                .where(or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now))
+                .order_by(outbox.c.id)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            )
+            rows = sorted(
                 await session.execute(
-                    select(outbox.c.id, outbox.c.envelope)
-                    .where(or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now))
-                    .order_by(outbox.c.id)
-                    .limit(self.batch)
-                    .with_for_update(skip_locked=True)
+                    update(outbox)
+                    .where(outbox.c.id.in_(due.scalar_subquery()))
+                    .values(leased_until=now + LEASE)
+                    .returning(outbox.c.id, outbox.c.envelope)
                 )
-            ).all()
-            ids = [r.id for r in rows]
-            if ids:
-                await session.execute(
-                    update(outbox).where(outbox.c.id.in_(ids)).values(leased_until=now + LEASE)
-                )
+            )
+            ids = [id for id, _ in rows]
         self._published = []
         if rows:
-            await self.bus.publish([Envelope.model_validate_json(r.envelope) for r in rows])
+            await self.bus.publish([Envelope.from_bytes(raw.encode()) for _, raw in rows])
             self._published = ids
         return len(rows)

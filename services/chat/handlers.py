@@ -12,9 +12,11 @@ from services.chat import service
 consumers = Consumers("chat")
 
 
-@consumers.on(InboundResolved)
-async def thread_inbound(session: AsyncSession, event: InboundResolved, _: Envelope) -> None:
-    await service.thread_inbound(session, event)
+@consumers.on_batch(InboundResolved)
+async def thread_inbound(
+    session: AsyncSession, batch: list[tuple[InboundResolved, Envelope]]
+) -> None:
+    await service.thread_inbound(session, [event for event, _ in batch])
 
 
 @consumers.on(ChatOffered)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import Row, Table, case, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, case, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.db import UTCDateTime, insert_ignore
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     ChatAccepted,
@@ -36,102 +36,132 @@ CHATS = cast(Table, Chat.__table__)
 MESSAGES = cast(Table, Message.__table__)
 
 
-async def _open_chat(
-    session: AsyncSession, contact_id: str, channel_id: str
-) -> Row[Any, Any] | None:
-    return (
-        await session.execute(
-            select(CHATS.c.id, CHATS.c.agent_id).where(
-                CHATS.c.contact_id == contact_id,
-                CHATS.c.channel_id == channel_id,
-                CHATS.c.status != "completed",
+async def _open_chats(
+    session: AsyncSession, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """The (id, agent id) of the open chat of each (contact, channel) that has one."""
+    rows = await session.execute(
+        select(CHATS.c.id, CHATS.c.agent_id, CHATS.c.contact_id, CHATS.c.channel_id).where(
+            tuple_(CHATS.c.contact_id, CHATS.c.channel_id).in_(keys),
+            CHATS.c.status != "completed",
+        )
+    )
+    return {(row.contact_id, row.channel_id): (row.id, row.agent_id) for row in rows}
+
+
+async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]) -> None:
+    """Append each message to its contact's open chat on that channel, or open a new chat.
+
+    A batch costs a handful of Core statements whatever its size: this runs for every customer
+    message. Messages of one customer within a batch go to one chat, in arrival order.
+    """
+    keys = {(r.contact_id, r.message.channel_id) for r in batch}
+    chats = await _open_chats(session, keys)
+    latest = {(r.contact_id, r.message.channel_id): r for r in batch}  # last one wins
+    opened: dict[tuple[str, str], ChatOpened] = {}
+    for first in batch:  # a customer's first message in the batch opens their chat
+        key = (first.contact_id, first.message.channel_id)
+        if key not in chats and key not in opened:
+            opened[key] = ChatOpened(
+                chat_id=new_id(),
+                contact_id=first.contact_id,
+                channel_id=first.message.channel_id,
+                queue_id=first.message.queue_id,
+                platform=first.message.platform,
+                opened_at=first.message.received_at,
+            )
+    if opened:
+        claimed = set(
+            await session.scalars(
+                insert_ignore(session, CHATS)
+                .values(
+                    [
+                        {
+                            "id": o.chat_id,
+                            "contact_id": o.contact_id,
+                            "contact_name": latest[key].contact_name,
+                            "channel_id": o.channel_id,
+                            "queue_id": o.queue_id,
+                            "platform": o.platform,
+                            "external_chat_id": latest[key].message.external_chat_id,
+                            "status": "new",
+                            "opened_at": o.opened_at,
+                            "last_message_at": latest[key].message.received_at,
+                            "last_message_preview": _preview(latest[key]),
+                        }
+                        for key, o in opened.items()
+                    ]
+                )
+                .returning(CHATS.c.id)
             )
         )
-    ).first()
+        lost = {key for key, o in opened.items() if o.chat_id not in claimed}
+        if lost:
+            # Another replica opened these chats at the same moment: join them.
+            chats |= await _open_chats(session, lost)
+            opened = {key: o for key, o in opened.items() if key not in lost}
+        for o in opened.values():
+            emit(session, o, subject=o.chat_id)
 
-
-async def thread_inbound(session: AsyncSession, resolved: InboundResolved) -> None:
-    """Append the message to the contact's open chat on that channel, or open a new chat.
-
-    Core statements rather than the ORM: this runs for every customer message.
-    """
-    inbound = resolved.message
-    at, preview = inbound.received_at, (inbound.text or "")[:PREVIEW]
-    chat = await _open_chat(session, resolved.contact_id, inbound.channel_id)
-    opened = None
-    if chat is None:
-        opened = ChatOpened(
-            chat_id=new_id(),
-            contact_id=resolved.contact_id,
-            channel_id=inbound.channel_id,
-            queue_id=inbound.queue_id,
-            platform=inbound.platform,
-            opened_at=at,
-        )
-        try:
-            async with session.begin_nested():
-                await session.execute(
-                    insert(CHATS).values(
-                        id=opened.chat_id,
-                        contact_id=opened.contact_id,
-                        contact_name=resolved.contact_name,
-                        channel_id=opened.channel_id,
-                        queue_id=opened.queue_id,
-                        platform=opened.platform,
-                        external_chat_id=inbound.external_chat_id,
-                        status="new",
-                        opened_at=at,
-                        last_message_at=at,
-                        last_message_preview=preview,
-                    )
-                )
-        except IntegrityError:
-            # Another message of this customer opened the chat at the same moment: join it.
-            opened = None
-            chat = await _open_chat(session, resolved.contact_id, inbound.channel_id)
-            assert chat is not None
-    if opened is not None:
-        chat_id, agent_id = opened.chat_id, None
-    else:
-        assert chat is not None
-        chat_id, agent_id = chat.id, chat.agent_id
-    view = MessageView(
-        id=new_id(),
-        chat_id=chat_id,
-        direction="in",
-        text=inbound.text,
-        attachments=inbound.attachments,
-        created_at=at,
-    )
-    await session.execute(
-        insert(MESSAGES).values(
-            id=view.id,
+    views: list[tuple[MessageView, str | None, str | None]] = []
+    for resolved in batch:
+        key = (resolved.contact_id, resolved.message.channel_id)
+        if key in opened:
+            chat_id, agent_id = opened[key].chat_id, None
+        else:
+            chat_id, agent_id = chats[key]
+        inbound = resolved.message
+        view = MessageView(
+            id=new_id(),
             chat_id=chat_id,
             direction="in",
-            text=view.text,
-            attachments=[a.model_dump(mode="json") for a in view.attachments],
-            created_at=at,
-            external_message_id=inbound.external_message_id,
+            text=inbound.text,
+            attachments=inbound.attachments,
+            created_at=inbound.received_at,
         )
+        views.append((view, agent_id, inbound.external_message_id))
+    await session.execute(
+        insert(MESSAGES),
+        [
+            {
+                "id": view.id,
+                "chat_id": view.chat_id,
+                "direction": "in",
+                "text": view.text,
+                "attachments": [a.model_dump(mode="json") for a in view.attachments],
+                "created_at": view.created_at,
+                "external_message_id": external_id,
+            }
+            for view, _, external_id in views
+        ],
     )
-    if opened is None:
+    continued = [(chats[key][0], r) for key, r in latest.items() if key not in opened]
+    if continued:
+        at = bindparam("at", type_=UTCDateTime)
         await session.execute(
             update(CHATS)
-            .where(CHATS.c.id == chat_id)
+            .where(CHATS.c.id == bindparam("chat_id"))
             .values(
                 last_message_at=case(
                     (CHATS.c.last_message_at < at, at), else_=CHATS.c.last_message_at
                 ),
-                last_message_preview=preview,
-            )
+                last_message_preview=bindparam("preview"),
+            ),
+            [
+                {"chat_id": chat_id, "at": r.message.received_at, "preview": _preview(r)}
+                for chat_id, r in continued
+            ],
         )
-    else:
-        emit(session, opened, subject=chat_id)
-    emit(
-        session,
-        ChatMessageReceived(chat_id=chat_id, agent_id=agent_id, message=view),
-        subject=chat_id,
-    )
+    for view, agent_id, _ in views:
+        emit(
+            session,
+            ChatMessageReceived(chat_id=view.chat_id, agent_id=agent_id, message=view),
+            subject=view.chat_id,
+        )
+
+
+def _preview(resolved: InboundResolved) -> str:
+    return (resolved.message.text or "")[:PREVIEW]
 
 
 async def record_offer(session: AsyncSession, offer: ChatOffered) -> None:

@@ -12,6 +12,8 @@ from services.contacts import service
 consumers = Consumers("contacts")
 
 
-@consumers.on(InboundMessage)
-async def resolve_contact(session: AsyncSession, event: InboundMessage, _: Envelope) -> None:
-    await service.resolve_contact(session, event)
+@consumers.on_batch(InboundMessage)
+async def resolve_contact(
+    session: AsyncSession, batch: list[tuple[InboundMessage, Envelope]]
+) -> None:
+    await service.resolve_contacts(session, [event for event, _ in batch])

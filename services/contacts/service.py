@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import Row, Table, delete, insert, select
+from sqlalchemy import Table, delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import insert_ignore
@@ -17,68 +18,109 @@ CONTACTS = cast(Table, Contact.__table__)
 IDENTITIES = cast(Table, Identity.__table__)
 
 
-async def _identity_contact(session: AsyncSession, message: InboundMessage) -> Row[Any, Any] | None:
-    return (
-        await session.execute(
-            select(CONTACTS.c.id, CONTACTS.c.name)
-            .join(IDENTITIES, IDENTITIES.c.contact_id == CONTACTS.c.id)
-            .where(
-                IDENTITIES.c.platform == message.platform,
-                IDENTITIES.c.external_user_id == message.external_user_id,
-                IDENTITIES.c.channel_id == message.channel_id,
-            )
+Key = tuple[str, str, str]  # (platform, platform user id, channel): one identity
+
+
+def _key(message: InboundMessage) -> Key:
+    return (message.platform, message.external_user_id, message.channel_id)
+
+
+async def _contacts_of(session: AsyncSession, keys: set[Key]) -> dict[Key, tuple[str, str]]:
+    """The (contact id, name) of each identity that has a contact."""
+    rows = await session.execute(
+        select(
+            IDENTITIES.c.platform,
+            IDENTITIES.c.external_user_id,
+            IDENTITIES.c.channel_id,
+            CONTACTS.c.id,
+            CONTACTS.c.name,
         )
-    ).first()
+        .join(CONTACTS, IDENTITIES.c.contact_id == CONTACTS.c.id)
+        .where(
+            tuple_(
+                IDENTITIES.c.platform, IDENTITIES.c.external_user_id, IDENTITIES.c.channel_id
+            ).in_(keys)
+        )
+    )
+    return {(r.platform, r.external_user_id, r.channel_id): (r.id, r.name) for r in rows}
 
 
-async def resolve_contact(session: AsyncSession, message: InboundMessage) -> None:
-    """Find the contact of the message's identity or create it; pass the message on.
+async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage]) -> None:
+    """Find the contact of each message's identity or create it; pass the messages on.
 
-    Core statements rather than the ORM: this runs for every customer message.
+    A batch costs a handful of Core statements whatever its size: this runs for every customer
+    message. A new customer's messages within a batch create one contact.
     """
-    found = await _identity_contact(session, message)
-    if found is not None:
-        contact_id, name, created = found.id, found.name, False
-    else:
-        contact_id, name, created = new_id(), message.sender.display_name, True
+    known = await _contacts_of(session, {_key(m) for m in batch})
+    new: dict[Key, InboundMessage] = {}
+    for message in batch:
+        if _key(message) not in known:
+            new.setdefault(_key(message), message)
+    created: set[Key] = set()
+    if new:
         now = utcnow()
-        await session.execute(insert(CONTACTS).values(id=contact_id, name=name, created_at=now))
+        contacts = {key: (new_id(), m.sender.display_name) for key, m in new.items()}
+        await session.execute(
+            insert(CONTACTS),
+            [{"id": cid, "name": name, "created_at": now} for cid, name in contacts.values()],
+        )
         claimed = await session.execute(
-            insert_ignore(session, IDENTITIES).values(
-                id=new_id(),
-                contact_id=contact_id,
-                platform=message.platform,
-                external_user_id=message.external_user_id,
-                channel_id=message.channel_id,
-                username=message.sender.username,
-                created_at=now,
+            insert_ignore(session, IDENTITIES)
+            .values(
+                [
+                    {
+                        "id": new_id(),
+                        "contact_id": contacts[key][0],
+                        "platform": m.platform,
+                        "external_user_id": m.external_user_id,
+                        "channel_id": m.channel_id,
+                        "username": m.sender.username,
+                        "created_at": now,
+                    }
+                    for key, m in new.items()
+                ]
+            )
+            .returning(
+                IDENTITIES.c.platform, IDENTITIES.c.external_user_id, IDENTITIES.c.channel_id
             )
         )
-        if claimed.rowcount == 0:  # type: ignore[attr-defined]
-            # A concurrent message of the same new customer created the contact first.
-            await session.execute(delete(CONTACTS).where(CONTACTS.c.id == contact_id))
-            found = await _identity_contact(session, message)
-            assert found is not None
-            contact_id, name, created = found.id, found.name, False
-        else:
+        created = {(row[0], row[1], row[2]) for row in claimed}
+        lost = set(new) - created
+        if lost:
+            # Another replica created these customers' contacts at the same moment: use theirs.
+            await session.execute(
+                delete(CONTACTS).where(CONTACTS.c.id.in_([contacts[key][0] for key in lost]))
+            )
+            known |= await _contacts_of(session, lost)
+        for key in created:
+            known[key] = contacts[key]
+            contact_id, name = contacts[key]
             emit(
                 session,
                 ContactCreated(
                     contact_id=contact_id,
                     name=name,
-                    platform=message.platform,
-                    external_user_id=message.external_user_id,
-                    channel_id=message.channel_id,
+                    platform=new[key].platform,
+                    external_user_id=new[key].external_user_id,
+                    channel_id=new[key].channel_id,
                 ),
                 subject=contact_id,
             )
-    emit(
-        session,
-        InboundResolved(
-            contact_id=contact_id, contact_name=name, contact_created=created, message=message
-        ),
-        subject=contact_id,
-    )
+    announced: set[Key] = set()
+    for message in batch:
+        key = _key(message)
+        contact_id, name = known[key]
+        emit(
+            session,
+            InboundResolved(
+                contact_id=contact_id,
+                contact_name=name,
+                contact_created=key in created and key not in announced,
+                message=message,
+            ),
+            subject=contact_id,
+        )
+        announced.add(key)
 
 
 async def get_contact(session: AsyncSession, contact_id: str) -> ContactOut | None:

@@ -2,8 +2,9 @@
 
 Bus events that concern an agent are appended to that agent's event log (a table, so the log is
 shared by gateway replicas and survives restarts); each open WebSocket sends what is in the log
-after its cursor. A commit wakes local connections at once; a short poll catches rows written by
-other replicas.
+after its cursor. A commit hands its new rows to this process's connections at once, with no
+query; a connection reads the log itself when it resumes, falls behind, or every second, to
+catch rows written by other replicas.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import defaultdict
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,84 +48,153 @@ EVENTS = cast(Table, AgentEvent.__table__)
 PAGE = 500
 
 
-class Hub:
-    """The open connections of this process, by agent, each with a wake-up flag."""
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One event of an agent's log, as its console receives it."""
+
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+class Listener:
+    """One open console connection: the frames this process's commits handed it, and a flag
+    that wakes it. A listener that falls a page behind stops collecting and reads the log."""
 
     def __init__(self) -> None:
-        self._connections: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.wake = asyncio.Event()
+        self._frames: list[Frame] = []
+        self._overflowed = False
 
-    def connect(self, agent_id: str) -> asyncio.Event:
-        wake = asyncio.Event()
-        self._connections[agent_id].add(wake)
-        return wake
+    def hand(self, frame: Frame) -> None:
+        if len(self._frames) < PAGE:
+            self._frames.append(frame)
+        else:
+            self._overflowed = True
+        self.wake.set()
 
-    def disconnect(self, agent_id: str, wake: asyncio.Event) -> None:
-        self._connections[agent_id].discard(wake)
-        if not self._connections[agent_id]:
-            del self._connections[agent_id]
-
-    def wake(self, agent_id: str) -> None:
-        for wake in self._connections.get(agent_id, ()):
-            wake.set()
+    def take(self) -> list[Frame] | None:
+        """The frames handed since the last call, or None if some were dropped."""
+        frames, overflowed = self._frames, self._overflowed
+        self._frames, self._overflowed = [], False
+        return None if overflowed else frames
 
 
-async def track_holder(session: AsyncSession, event: Event) -> None:
-    """Keep the chat holder table in step with routing's offers, acceptances and completions."""
-    if isinstance(event, ChatOffered | ChatAccepted):
+class Hub:
+    """The open connections of this process, by agent."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, set[Listener]] = defaultdict(set)
+
+    def connect(self, agent_id: str) -> Listener:
+        listener = Listener()
+        self._listeners[agent_id].add(listener)
+        return listener
+
+    def disconnect(self, agent_id: str, listener: Listener) -> None:
+        self._listeners[agent_id].discard(listener)
+        if not self._listeners[agent_id]:
+            del self._listeners[agent_id]
+
+    def hand(self, frames: list[tuple[str, Frame]]) -> None:
+        for agent_id, frame in frames:
+            for listener in self._listeners.get(agent_id, ()):
+                listener.hand(frame)
+
+
+async def _holders(session: AsyncSession, chat_ids: set[str]) -> dict[str, str]:
+    if not chat_ids:
+        return {}
+    rows = await session.execute(
+        select(HOLDERS.c.chat_id, HOLDERS.c.agent_id).where(HOLDERS.c.chat_id.in_(chat_ids))
+    )
+    return {row.chat_id: row.agent_id for row in rows}
+
+
+async def _save_holders(session: AsyncSession, changed: dict[str, str | None]) -> None:
+    held = [{"chat_id": c, "agent_id": a} for c, a in changed.items() if a is not None]
+    if held:
+        upsert = upsertable(session, HOLDERS).values(held)
         await session.execute(
-            upsertable(session, HOLDERS)
-            .values(chat_id=event.chat_id, agent_id=event.agent_id)
-            .on_conflict_do_update(index_elements=["chat_id"], set_={"agent_id": event.agent_id})
+            upsert.on_conflict_do_update(
+                index_elements=["chat_id"], set_={"agent_id": upsert.excluded.agent_id}
+            )
         )
-    elif isinstance(event, ChatCompleted):
-        await session.execute(delete(HOLDERS).where(HOLDERS.c.chat_id == event.chat_id))
-
-
-async def recipients(session: AsyncSession, event: Event) -> set[str]:
-    """The agents whose consoles must hear of `event`."""
-    agent_id = getattr(event, "agent_id", None)
-    if agent_id:
-        return {agent_id}
-    if isinstance(event, ChatMessageReceived):
-        holder = await session.scalar(
-            select(HOLDERS.c.agent_id).where(HOLDERS.c.chat_id == event.chat_id)
-        )
-        if holder is not None:
-            return {holder}
-    return set()
+    released = [c for c, a in changed.items() if a is None]
+    if released:
+        await session.execute(delete(HOLDERS).where(HOLDERS.c.chat_id.in_(released)))
 
 
 def register(consumers: Consumers, hub: Hub) -> None:
-    @consumers.on(*FOR_AGENTS)
-    async def push_to_agents(session: AsyncSession, event: Event, envelope: Envelope) -> None:
-        await track_holder(session, event)
-        for agent_id in await recipients(session, event):
-            await session.execute(
-                insert_ignore(session, EVENTS).values(
-                    agent_id=agent_id,
-                    type=envelope.type,
-                    data=envelope.data,
-                    source_event_id=envelope.id,
-                    created_at=envelope.time,
+    @consumers.on_batch(*FOR_AGENTS)
+    async def push_to_agents(session: AsyncSession, batch: list[tuple[Event, Envelope]]) -> None:
+        """Append each event to the log of every agent whose console must hear of it.
+
+        The holder table follows routing's offers, acceptances and completions, so that a
+        customer message chat published before it heard of the offer still reaches the agent.
+        """
+        holders = await _holders(
+            session,
+            {
+                e.chat_id
+                for e, _ in batch
+                if isinstance(e, ChatMessageReceived) and e.agent_id is None
+            },
+        )
+        changed: dict[str, str | None] = {}
+        rows: list[dict[str, Any]] = []
+        for event, envelope in batch:
+            if isinstance(event, ChatOffered | ChatAccepted):
+                holders[event.chat_id] = changed[event.chat_id] = event.agent_id
+            elif isinstance(event, ChatCompleted):
+                holders.pop(event.chat_id, None)
+                changed[event.chat_id] = None
+            agent_id = getattr(event, "agent_id", None)
+            if agent_id is None and isinstance(event, ChatMessageReceived):
+                agent_id = holders.get(event.chat_id)
+            if agent_id is not None:
+                rows.append(
+                    {
+                        "agent_id": agent_id,
+                        "type": envelope.type,
+                        "data": envelope.data,
+                        "source_event_id": envelope.id,
+                        "created_at": envelope.time,
+                    }
                 )
+        await _save_holders(session, changed)
+        if not rows:
+            return
+        inserted = await session.execute(
+            insert_ignore(session, EVENTS)
+            .values(rows)
+            .returning(EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id)
+        )
+        by_source = {(r["source_event_id"], r["agent_id"]): r for r in rows}
+        frames = [
+            (
+                agent_id,
+                Frame(id, by_source[source, agent_id]["type"], by_source[source, agent_id]["data"]),
             )
-            after_commit(session, functools.partial(hub.wake, agent_id))
+            for id, source, agent_id in sorted(inserted)
+        ]
+        after_commit(session, functools.partial(hub.hand, frames))
 
 
 async def latest_event_id(session: AsyncSession, agent_id: str) -> int:
     return (
         await session.scalar(
-            select(func.coalesce(func.max(AgentEvent.id), 0)).where(AgentEvent.agent_id == agent_id)
+            select(func.coalesce(func.max(EVENTS.c.id), 0)).where(EVENTS.c.agent_id == agent_id)
         )
         or 0
     )
 
 
-async def events_after(session: AsyncSession, agent_id: str, cursor: int) -> list[AgentEvent]:
-    rows = await session.scalars(
-        select(AgentEvent)
-        .where(AgentEvent.agent_id == agent_id, AgentEvent.id > cursor)
-        .order_by(AgentEvent.id)
+async def events_after(session: AsyncSession, agent_id: str, cursor: int) -> list[Frame]:
+    rows = await session.execute(
+        select(EVENTS.c.id, EVENTS.c.type, EVENTS.c.data)
+        .where(EVENTS.c.agent_id == agent_id, EVENTS.c.id > cursor)
+        .order_by(EVENTS.c.id)
         .limit(PAGE)
     )
-    return list(rows)
+    return [Frame(*row) for row in rows]

@@ -20,7 +20,8 @@ from services.gateway.push import Hub
 
 log = logging.getLogger(__name__)
 
-# Catches events written by other gateway replicas, whose commits cannot wake us directly.
+# How often a connection reads the log itself, for events that other gateway replicas wrote:
+# their commits cannot hand it anything.
 POLL_S = 1.0
 
 
@@ -36,7 +37,7 @@ def build_router(db: Database, hub: Hub) -> APIRouter:
         if agent is None:
             await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
             return
-        wake = hub.connect(agent.id)
+        listener = hub.connect(agent.id)
         resume: list[int] = []
 
         async def receive() -> None:
@@ -53,29 +54,36 @@ def build_router(db: Database, hub: Hub) -> APIRouter:
                             }
                         )
                         continue
-                    wake.set()
+                    listener.wake.set()
             finally:
-                wake.set()
+                listener.wake.set()
 
         receiver = asyncio.create_task(receive())
+        loop = asyncio.get_running_loop()
+        next_read = loop.time()  # read once at once: commits between the cursor and connect()
         try:
             while not receiver.done():
-                wake.clear()
+                listener.wake.clear()
+                frames = listener.take()
                 if resume:
                     cursor = resume.pop()
-                async with db.sessions() as session:
-                    events = await push.events_after(session, agent.id, cursor)
-                for event in events:
-                    frame = {"id": str(event.id), "type": event.type, "data": event.data}
-                    await websocket.send_text(orjson.dumps(frame).decode())
-                    cursor = event.id
-                if len(events) < push.PAGE:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), POLL_S)
+                    frames = None
+                if frames is None or loop.time() >= next_read:
+                    async with db.sessions() as session:
+                        frames = await push.events_after(session, agent.id, cursor)
+                    # A full page means more to read: come back at once.
+                    next_read = loop.time() + (0 if len(frames) == push.PAGE else POLL_S)
+                for frame in frames:
+                    if frame.id > cursor:  # a frame both handed and read is sent once
+                        data = {"id": str(frame.id), "type": frame.type, "data": frame.data}
+                        await websocket.send_text(orjson.dumps(data).decode())
+                        cursor = frame.id
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(listener.wake.wait(), max(0.0, next_read - loop.time()))
         except WebSocketDisconnect:
             pass
         finally:
             receiver.cancel()
-            hub.disconnect(agent.id, wake)
+            hub.disconnect(agent.id, listener)
 
     return router
