@@ -12,9 +12,9 @@ from services.routing import service
 consumers = Consumers("routing")
 
 
-@consumers.on(ChatOpened)
-async def queue_chat(session: AsyncSession, event: ChatOpened, _: Envelope) -> None:
-    await service.queue_chat(session, event)
+@consumers.on_batch(ChatOpened)
+async def queue_chat(session: AsyncSession, batch: list[tuple[ChatOpened, Envelope]]) -> None:
+    await service.queue_chats(session, [event for event, _ in batch])
 
 
 @consumers.on(ChatCompleted)

@@ -6,11 +6,15 @@ nor hand one agent's last free slot to two chats.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Table, and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.db import insert_ignore
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     AgentStatus,
@@ -24,6 +28,12 @@ from libs.common.outbox import emit
 from services.routing.models import Agent, Assignment, Queue, QueueIn, QueueMember, QueueOut
 
 OPEN_STATES = ("offered", "assigned")
+NEVER = datetime.min.replace(tzinfo=UTC)  # an agent who never accepted a chat comes first
+
+QUEUES = cast(Table, Queue.__table__)
+MEMBERS = cast(Table, QueueMember.__table__)
+AGENTS = cast(Table, Agent.__table__)
+ASSIGNMENTS = cast(Table, Assignment.__table__)
 
 
 class NotOffered(Exception):
@@ -108,25 +118,34 @@ async def _queues_of(session: AsyncSession, agent_id: str) -> list[str]:
     return list(rows)
 
 
-async def queue_chat(session: AsyncSession, opened: ChatOpened) -> None:
-    if await session.get(Assignment, opened.chat_id) is not None:
-        return
-    session.add(
-        Assignment(
-            chat_id=opened.chat_id,
-            queue_id=opened.queue_id,
-            contact_id=opened.contact_id,
-            state="queued",
-            queued_at=opened.opened_at,
+async def queue_chats(session: AsyncSession, batch: Sequence[ChatOpened]) -> None:
+    """Put new chats in their queues (each once), then offer what waits there."""
+    queued = set(
+        await session.scalars(
+            insert_ignore(session, ASSIGNMENTS)
+            .values(
+                [
+                    {
+                        "chat_id": o.chat_id,
+                        "queue_id": o.queue_id,
+                        "contact_id": o.contact_id,
+                        "state": "queued",
+                        "queued_at": o.opened_at,
+                    }
+                    for o in batch
+                ]
+            )
+            .returning(ASSIGNMENTS.c.chat_id)
         )
     )
-    await session.flush()
-    emit(
-        session,
-        ChatQueued(chat_id=opened.chat_id, queue_id=opened.queue_id),
-        subject=opened.chat_id,
-    )
-    await offer_waiting(session, [opened.queue_id])
+    for opened in batch:
+        if opened.chat_id in queued:
+            emit(
+                session,
+                ChatQueued(chat_id=opened.chat_id, queue_id=opened.queue_id),
+                subject=opened.chat_id,
+            )
+    await offer_waiting(session, [o.queue_id for o in batch if o.chat_id in queued])
 
 
 async def close_chat(session: AsyncSession, chat_id: str) -> None:
@@ -140,54 +159,77 @@ async def close_chat(session: AsyncSession, chat_id: str) -> None:
 
 
 async def offer_waiting(session: AsyncSession, queue_ids: Iterable[str]) -> None:
-    """Offer the oldest waiting chats of these queues to the least busy available agents."""
+    """Offer the oldest waiting chats of these queues to the least busy available agents:
+    fewest open chats, then longest since their last acceptance.
+
+    Each queue costs the same few statements however many chats wait in it.
+    """
+    await session.flush()  # the Core statements below must see the ORM's pending changes
     for queue_id in sorted(set(queue_ids)):  # one lock order everywhere: no deadlocks
-        queue = await session.get(Queue, queue_id, with_for_update=True, populate_existing=True)
-        if queue is None:
-            continue
-        waiting = await session.scalars(
-            select(Assignment)
-            .where(Assignment.queue_id == queue_id, Assignment.state == "queued")
-            .order_by(Assignment.queued_at)
+        capacity = await session.scalar(
+            select(QUEUES.c.capacity).where(QUEUES.c.id == queue_id).with_for_update()
         )
-        for assignment in waiting:
-            agent_id = await _least_busy_agent(session, queue)
-            if agent_id is None:
+        if capacity is None:
+            continue
+        waiting = (
+            await session.execute(
+                select(ASSIGNMENTS.c.chat_id, ASSIGNMENTS.c.contact_id)
+                .where(ASSIGNMENTS.c.queue_id == queue_id, ASSIGNMENTS.c.state == "queued")
+                .order_by(ASSIGNMENTS.c.queued_at)
+            )
+        ).all()
+        if not waiting:
+            continue
+        free = await _available_agents(session, queue_id, capacity)
+        now = utcnow()
+        offers: list[ChatOffered] = []
+        for chat_id, contact_id in waiting:
+            if not free:
                 break
-            now = utcnow()
-            assignment.state, assignment.agent_id, assignment.offered_at = "offered", agent_id, now
-            await session.flush()
-            emit(
-                session,
+            load, last_accepted, agent_id = heapq.heappop(free)
+            if load + 1 < capacity:
+                heapq.heappush(free, (load + 1, last_accepted, agent_id))
+            offers.append(
                 ChatOffered(
-                    chat_id=assignment.chat_id,
+                    chat_id=chat_id,
                     queue_id=queue_id,
                     agent_id=agent_id,
-                    contact_id=assignment.contact_id,
+                    contact_id=contact_id,
                     offered_at=now,
-                ),
-                subject=assignment.chat_id,
+                )
             )
-
-
-async def _least_busy_agent(session: AsyncSession, queue: Queue) -> str | None:
-    load = (
-        select(func.count())
-        .where(Assignment.agent_id == Agent.id, Assignment.state.in_(OPEN_STATES))
-        .correlate(Agent)
-        .scalar_subquery()
-    )
-    row = (
+        if not offers:
+            continue
         await session.execute(
-            select(Agent.id, load.label("load"))
-            .join(QueueMember, and_(QueueMember.agent_id == Agent.id))
-            .where(QueueMember.queue_id == queue.id, Agent.status == "active")
-            .where(load < queue.capacity)
-            .order_by(load, Agent.last_accepted_at.asc().nulls_first(), Agent.id)
-            .limit(1)
+            update(ASSIGNMENTS)
+            .where(ASSIGNMENTS.c.chat_id == bindparam("offered_chat"))
+            .values(state="offered", agent_id=bindparam("to_agent"), offered_at=now),
+            [{"offered_chat": o.chat_id, "to_agent": o.agent_id} for o in offers],
         )
-    ).first()
-    return row.id if row else None
+        for offer in offers:
+            emit(session, offer, subject=offer.chat_id)
+
+
+async def _available_agents(
+    session: AsyncSession, queue_id: str, capacity: int
+) -> list[tuple[int, datetime, str]]:
+    """The queue's active agents with room for another chat, as a heap of
+    (open chats, last acceptance, id): the least busy first."""
+    load = func.count(ASSIGNMENTS.c.chat_id)
+    rows = await session.execute(
+        select(AGENTS.c.id, AGENTS.c.last_accepted_at, load)
+        .join(MEMBERS, MEMBERS.c.agent_id == AGENTS.c.id)
+        .outerjoin(
+            ASSIGNMENTS,
+            and_(ASSIGNMENTS.c.agent_id == AGENTS.c.id, ASSIGNMENTS.c.state.in_(OPEN_STATES)),
+        )
+        .where(MEMBERS.c.queue_id == queue_id, AGENTS.c.status == "active")
+        .group_by(AGENTS.c.id, AGENTS.c.last_accepted_at)
+        .having(load < capacity)
+    )
+    free = [(count, last or NEVER, agent_id) for agent_id, last, count in rows]
+    heapq.heapify(free)
+    return free
 
 
 async def accept(session: AsyncSession, chat_id: str, agent_id: str) -> Assignment:
