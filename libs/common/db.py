@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +37,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
+from libs.common.envelope import utcnow
 from libs.common.settings import Settings
+
+# How long the relay that an outbox row was written for may take to publish it before another
+# relay (a replica's, or this one after a restart) takes it over.
+OUTBOX_LEASE = timedelta(seconds=30)
+# Committed rows kept in memory for the relay at most; beyond, rows wait for their lease to run out.
+HANDOFF_LIMIT = 50_000
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -85,6 +92,9 @@ class Database:
         self.migrations = migrations
         self.outbox = metadata.tables["outbox"]
         self.inbox = metadata.tables["processed_events"]
+        # Outbox rows this process committed, (id, envelope), for its own relay to publish
+        # without reading them back; the flag wakes the relay.
+        self.committed: list[tuple[int, str]] = []
         self.outbox_written = asyncio.Event()
         self._write_lock: asyncio.Lock | None = None
         if settings.database_url:
@@ -114,9 +124,10 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits on success, rolls back on error.
 
-        Events emitted in it are written to the outbox just before the commit, in one statement.
-        After the commit it wakes the outbox relay (if it emitted any) and runs the callbacks that
-        the work queued with `after_commit` (things that must not happen unless it is durable).
+        Events emitted in it are written to the outbox just before the commit, in one statement,
+        already leased to this process's relay. After the commit it hands them to the relay and
+        runs the callbacks that the work queued with `after_commit` (things that must not happen
+        unless it is durable).
         """
         async with contextlib.AsyncExitStack() as stack:
             if self._write_lock is not None:
@@ -125,9 +136,19 @@ class Database:
             session.info.update(source=self.service, outbox_rows=[], after_commit=[])
             async with session.begin():
                 yield session
-                if session.info["outbox_rows"]:
-                    await session.execute(insert(self.outbox), session.info["outbox_rows"])
-        if session.info["outbox_rows"]:
+                if outbox_rows := session.info["outbox_rows"]:
+                    leased = utcnow() + OUTBOX_LEASE
+                    ids = await session.scalars(
+                        insert(self.outbox).returning(
+                            self.outbox.c.id, sort_by_parameter_order=True
+                        ),
+                        [{**row, "leased_until": leased} for row in outbox_rows],
+                    )
+                    written = list(zip(ids, (row["envelope"] for row in outbox_rows), strict=True))
+        if outbox_rows:
+            if len(self.committed) < HANDOFF_LIMIT:
+                self.committed.extend(written)
+            # else the relay is far behind: these wait for their lease to run out instead.
             self.outbox_written.set()
         for callback in session.info["after_commit"]:
             callback()

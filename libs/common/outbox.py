@@ -1,9 +1,10 @@
 """Transactional outbox: events are written with the change that caused them, then relayed.
 
 A crash between commit and publish loses nothing: the rows stay until the bus has confirmed them.
-Relays of several replicas lease disjoint batches (`FOR UPDATE SKIP LOCKED` on PostgreSQL); a
-lease that runs out (its relay died mid-publish) makes the rows eligible again, and consumers'
-inboxes absorb the repeat.
+Each row is born leased to the relay of the process that wrote it, which gets it in memory after
+the commit, so the usual path reads nothing back. A lease that runs out (its relay died) makes
+the row any relay's to take (`FOR UPDATE SKIP LOCKED` keeps replicas' batches disjoint), and
+consumers' inboxes absorb the repeat.
 """
 
 from __future__ import annotations
@@ -11,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus
-from libs.common.db import Database
+from libs.common.db import OUTBOX_LEASE, Database
 from libs.common.envelope import Envelope, Event, utcnow
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=30)
+# Published rows are deleted in bulk at most this long after they were confirmed.
+DELETE_AFTER_S = 0.25
 
 
 def emit(session: AsyncSession, event: Event, *, subject: str | None = None) -> Envelope:
@@ -35,16 +36,22 @@ def emit(session: AsyncSession, event: Event, *, subject: str | None = None) -> 
 
 
 class OutboxRelay:
+    """Publishes what this process's transactions committed, handed over in memory, and rows
+    whose lease ran out (their relay died), read from the table; deletes them once confirmed."""
+
     def __init__(self, db: Database, bus: Bus, *, batch: int, poll_s: float) -> None:
         self.db = db
         self.bus = bus
         self.batch = batch
         self.poll_s = poll_s
-        # Published but not yet deleted: a crash leaves them leased, to be published again when
+        # Confirmed but not yet deleted: a crash leaves them leased, to be published again when
         # the lease runs out, and consumers' inboxes absorb the repeat.
         self._published: list[int] = []
+        self._published_since = 0.0
+        self._next_poll = 0.0
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self.db.outbox_written.clear()
             try:
@@ -55,19 +62,47 @@ class OutboxRelay:
                 log.exception("outbox relay failed; retrying", extra={"service": self.db.service})
                 await asyncio.sleep(self.poll_s)
                 continue
-            if relayed < self.batch:
-                # Woken by a commit, or by the poll for rows other replicas left behind.
+            if relayed == 0 and not self.db.committed:
+                wake_at = self._next_poll
+                if self._published:
+                    wake_at = min(wake_at, self._published_since + DELETE_AFTER_S)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.db.outbox_written.wait(), self.poll_s)
+                    await asyncio.wait_for(
+                        self.db.outbox_written.wait(), max(0.0, wake_at - loop.time())
+                    )
 
     async def relay_once(self) -> int:
-        """Lease and publish the next batch; the previous batch's rows are deleted in the same
-        transaction, so a busy relay costs one transaction per batch."""
+        """Publish the next batch, then delete what is due; the number of events published."""
+        now = asyncio.get_running_loop().time()
+        rows = self.db.committed[: self.batch]
+        del self.db.committed[: len(rows)]
+        if not rows and now >= self._next_poll:
+            self._next_poll = now + self.poll_s
+            rows = await self._take_over()
+        if rows:
+            try:
+                await self.bus.publish([Envelope.from_bytes(raw.encode()) for _, raw in rows])
+            except BaseException:
+                self.db.committed[:0] = rows  # still ours: try again
+                raise
+            if not self._published:
+                self._published_since = now
+            self._published.extend(id for id, _ in rows)
+        if self._published and (
+            len(self._published) >= self.batch or now >= self._published_since + DELETE_AFTER_S
+        ):
+            async with self.db.transaction() as session:
+                await session.execute(
+                    delete(self.db.outbox).where(self.db.outbox.c.id.in_(self._published))
+                )
+            self._published = []
+        return len(rows)
+
+    async def _take_over(self) -> list[tuple[int, str]]:
+        """Lease the rows whose lease ran out; other replicas' relays skip what is locked."""
         outbox = self.db.outbox
         now = utcnow()
         async with self.db.transaction() as session:
-            if self._published:
-                await session.execute(delete(outbox).where(outbox.c.id.in_(self._published)))
             due = (
                 select(outbox.c.id)
                 .where(or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now))
@@ -75,17 +110,10 @@ class OutboxRelay:
                 .limit(self.batch)
                 .with_for_update(skip_locked=True)
             )
-            rows = sorted(
-                await session.execute(
-                    update(outbox)
-                    .where(outbox.c.id.in_(due.scalar_subquery()))
-                    .values(leased_until=now + LEASE)
-                    .returning(outbox.c.id, outbox.c.envelope)
-                )
+            leased = await session.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(due.scalar_subquery()))
+                .values(leased_until=now + OUTBOX_LEASE)
+                .returning(outbox.c.id, outbox.c.envelope)
             )
-            ids = [id for id, _ in rows]
-        self._published = []
-        if rows:
-            await self.bus.publish([Envelope.from_bytes(raw.encode()) for _, raw in rows])
-            self._published = ids
-        return len(rows)
+            return sorted((id, envelope) for id, envelope in leased)

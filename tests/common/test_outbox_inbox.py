@@ -6,6 +6,7 @@ tmp_path), with the `InMemoryBus` delivering what the relay publishes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -16,11 +17,11 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select,
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus, InMemoryBus
-from libs.common.db import Database, bus_tables
+from libs.common.db import OUTBOX_LEASE, Database, bus_tables
 from libs.common.envelope import Envelope, utcnow
 from libs.common.events import ChatQueued
 from libs.common.handlers import Consumers
-from libs.common.outbox import LEASE, OutboxRelay, emit
+from libs.common.outbox import DELETE_AFTER_S, OutboxRelay, emit
 from libs.common.settings import Settings
 from tests.support.backends import Servers
 
@@ -46,14 +47,16 @@ async def postgres_url(servers: Servers) -> str:
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    settings = Settings(
+def settings(request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path) -> Settings:
+    return Settings(
         DATABASE_URL=postgres_url if request.param == "postgresql" else None,
         AMQP_URL=None,
         data_dir=tmp_path / "data",
     )
+
+
+@pytest.fixture
+async def db(settings: Settings, tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(settings, SERVICE, metadata, tmp_path / "no-migrations")
     async with database.engine.begin() as conn:
         if database.is_postgres:
@@ -134,6 +137,7 @@ async def outbox_envelopes(db: Database) -> list[Envelope]:
 
 async def test_emit_writes_the_event_with_the_transaction(db: Database) -> None:
     db.outbox_written.clear()
+    before = utcnow()
     envelope = await queue_chat(db, "chat-1")
 
     assert await outbox_envelopes(db) == [envelope]
@@ -142,6 +146,11 @@ async def test_emit_writes_the_event_with_the_transaction(db: Database) -> None:
     assert envelope.subject == "chat-1"
     assert envelope.parse(ChatQueued) == queued("chat-1")
     assert [r.chat_id for r in await rows(db, queued_chats)] == ["chat-1"]
+    [row] = await rows(db, outbox)
+    assert before + OUTBOX_LEASE <= row.leased_until <= utcnow() + OUTBOX_LEASE, (
+        "born leased to this process's relay"
+    )
+    assert db.committed == [(row.id, row.envelope)], "handed to the relay after the commit"
     assert db.outbox_written.is_set(), "the commit wakes the relay"
 
 
@@ -154,56 +163,65 @@ async def test_rolled_back_transaction_emits_nothing(db: Database) -> None:
 
     assert await rows(db, outbox) == []
     assert await rows(db, queued_chats) == []
+    assert db.committed == []
 
 
 # --- relay -------------------------------------------------------------------------------------
 
 
-async def test_relay_publishes_in_order_and_deletes(db: Database, bus: InMemoryBus) -> None:
+async def test_relay_publishes_what_was_committed_in_order_then_deletes_it(
+    db: Database, bus: InMemoryBus
+) -> None:
     subscriber = Subscriber(bus)
     await bus.start()
     emitted = [await queue_chat(db, f"chat-{i}") for i in range(3)]
-    relay = OutboxRelay(db, bus, batch=2, poll_s=0.05)
+    relay = OutboxRelay(db, bus, batch=2, poll_s=60)
 
     assert await relay.relay_once() == 2
-    assert len(await rows(db, outbox)) == 3  # published rows go with the next pass
+    assert len(await rows(db, outbox)) == 1, "a full batch of confirmed rows is deleted at once"
     assert await relay.relay_once() == 1
-    assert len(await rows(db, outbox)) == 1
+    assert len(await rows(db, outbox)) == 1, "fewer wait a moment, to be deleted together"
+    await asyncio.sleep(DELETE_AFTER_S)
     assert await relay.relay_once() == 0
 
     assert subscriber.received == emitted
     assert await rows(db, outbox) == []
 
 
-async def test_unconfirmed_rows_stay_leased_until_the_lease_runs_out(
-    db: Database, bus: InMemoryBus
+async def test_unconfirmed_rows_stay_until_their_lease_runs_out(
+    db: Database, bus: InMemoryBus, settings: Settings, tmp_path: Path
 ) -> None:
     emitted = [await queue_chat(db, "chat-1"), await queue_chat(db, "chat-2")]
     unreachable = UnreachableBus()
     await unreachable.start()
 
-    before = utcnow()
     with pytest.raises(ConnectionError):
-        await OutboxRelay(db, unreachable, batch=10, poll_s=0.05).relay_once()
+        await OutboxRelay(db, unreachable, batch=10, poll_s=60).relay_once()
 
     assert await outbox_envelopes(db) == emitted, "nothing confirmed, nothing deleted"
-    for row in await rows(db, outbox):
-        assert before + LEASE <= row.leased_until <= utcnow() + LEASE
+    assert len(db.committed) == 2, "kept for the relay's next attempt"
 
-    # Another relay (a replica with a working bus) leaves the leased rows alone...
-    subscriber = Subscriber(bus)
-    await bus.start()
-    healthy = OutboxRelay(db, bus, batch=10, poll_s=0.05)
-    assert await healthy.relay_once() == 0
-    assert subscriber.received == []
+    # Another replica's relay (a process with a working bus) leaves the leased rows alone...
+    replica = Database(settings, SERVICE, metadata, tmp_path / "no-migrations")
+    try:
+        subscriber = Subscriber(bus)
+        await bus.start()
+        healthy = OutboxRelay(replica, bus, batch=10, poll_s=0)
+        assert await healthy.relay_once() == 0
+        assert subscriber.received == []
 
-    # ...until the lease runs out (as if 30 s had passed), then publishes them.
-    async with db.transaction() as session:
-        await session.execute(update(outbox).values(leased_until=utcnow() - timedelta(seconds=1)))
-    assert await healthy.relay_once() == 2
-    assert subscriber.received == emitted
-    assert await healthy.relay_once() == 0  # the next pass deletes what was confirmed
-    assert await rows(db, outbox) == []
+        # ...until the lease runs out (as if 30 s had passed), then publishes them.
+        async with db.transaction() as session:
+            await session.execute(
+                update(outbox).values(leased_until=utcnow() - timedelta(seconds=1))
+            )
+        assert await healthy.relay_once() == 2
+        assert subscriber.received == emitted
+        await asyncio.sleep(DELETE_AFTER_S)
+        assert await healthy.relay_once() == 0  # deletes what was confirmed
+        assert await rows(db, outbox) == []
+    finally:
+        await replica.dispose()
 
 
 # --- inbox: Consumers handlers -----------------------------------------------------------------
