@@ -19,9 +19,9 @@ async def thread_inbound(
     await service.thread_inbound(session, [event for event, _ in batch])
 
 
-@consumers.on(ChatOffered)
-async def record_offer(session: AsyncSession, event: ChatOffered, _: Envelope) -> None:
-    await service.record_offer(session, event)
+@consumers.on_batch(ChatOffered)
+async def record_offer(session: AsyncSession, batch: list[tuple[ChatOffered, Envelope]]) -> None:
+    await service.record_offers(session, [event for event, _ in batch])
 
 
 @consumers.on(ChatAccepted)

@@ -164,18 +164,22 @@ def _preview(resolved: InboundResolved) -> str:
     return (resolved.message.text or "")[:PREVIEW]
 
 
-async def record_offer(session: AsyncSession, offer: ChatOffered) -> None:
-    chat = await session.get(Chat, offer.chat_id)
-    if chat is not None and chat.status == "new":
-        chat.agent_id = offer.agent_id
+async def record_offers(session: AsyncSession, offers: Sequence[ChatOffered]) -> None:
+    """Mirror routing's offers: a new chat shows whom it is offered to."""
+    await session.execute(
+        update(CHATS)
+        .where(CHATS.c.id == bindparam("offered_chat"), CHATS.c.status == "new")
+        .values(agent_id=bindparam("to_agent")),
+        [{"offered_chat": o.chat_id, "to_agent": o.agent_id} for o in offers],
+    )
 
 
 async def record_acceptance(session: AsyncSession, accepted: ChatAccepted) -> None:
-    chat = await session.get(Chat, accepted.chat_id)
-    if chat is not None and chat.status != "completed":
-        chat.status = "active"
-        chat.agent_id = accepted.agent_id
-        chat.accepted_at = accepted.accepted_at
+    await session.execute(
+        update(CHATS)
+        .where(CHATS.c.id == accepted.chat_id, CHATS.c.status != "completed")
+        .values(status="active", agent_id=accepted.agent_id, accepted_at=accepted.accepted_at)
+    )
 
 
 async def post_reply(session: AsyncSession, chat: Chat, agent_id: str, text: str) -> Message:
