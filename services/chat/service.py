@@ -73,26 +73,23 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
     if opened:
         claimed = set(
             await session.scalars(
-                insert_ignore(session, CHATS)
-                .values(
-                    [
-                        {
-                            "id": o.chat_id,
-                            "contact_id": o.contact_id,
-                            "contact_name": latest[key].contact_name,
-                            "channel_id": o.channel_id,
-                            "queue_id": o.queue_id,
-                            "platform": o.platform,
-                            "external_chat_id": latest[key].message.external_chat_id,
-                            "status": "new",
-                            "opened_at": o.opened_at,
-                            "last_message_at": latest[key].message.received_at,
-                            "last_message_preview": _preview(latest[key]),
-                        }
-                        for key, o in opened.items()
-                    ]
-                )
-                .returning(CHATS.c.id)
+                insert_ignore(session, CHATS).returning(CHATS.c.id),
+                [
+                    {
+                        "id": o.chat_id,
+                        "contact_id": o.contact_id,
+                        "contact_name": latest[key].contact_name,
+                        "channel_id": o.channel_id,
+                        "queue_id": o.queue_id,
+                        "platform": o.platform,
+                        "external_chat_id": latest[key].message.external_chat_id,
+                        "status": "new",
+                        "opened_at": o.opened_at,
+                        "last_message_at": latest[key].message.received_at,
+                        "last_message_preview": _preview(latest[key]),
+                    }
+                    for key, o in opened.items()
+                ],
             )
         )
         lost = {key for key, o in opened.items() if o.chat_id not in claimed}

@@ -65,24 +65,21 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
             [{"id": cid, "name": name, "created_at": now} for cid, name in contacts.values()],
         )
         claimed = await session.execute(
-            insert_ignore(session, IDENTITIES)
-            .values(
-                [
-                    {
-                        "id": new_id(),
-                        "contact_id": contacts[key][0],
-                        "platform": m.platform,
-                        "external_user_id": m.external_user_id,
-                        "channel_id": m.channel_id,
-                        "username": m.sender.username,
-                        "created_at": now,
-                    }
-                    for key, m in new.items()
-                ]
-            )
-            .returning(
+            insert_ignore(session, IDENTITIES).returning(
                 IDENTITIES.c.platform, IDENTITIES.c.external_user_id, IDENTITIES.c.channel_id
-            )
+            ),
+            [
+                {
+                    "id": new_id(),
+                    "contact_id": contacts[key][0],
+                    "platform": m.platform,
+                    "external_user_id": m.external_user_id,
+                    "channel_id": m.channel_id,
+                    "username": m.sender.username,
+                    "created_at": now,
+                }
+                for key, m in new.items()
+            ],
         )
         created = {(row[0], row[1], row[2]) for row in claimed}
         lost = set(new) - created

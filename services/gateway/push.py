@@ -114,11 +114,12 @@ async def _holders(session: AsyncSession, chat_ids: set[str]) -> dict[str, str]:
 async def _save_holders(session: AsyncSession, changed: dict[str, str | None]) -> None:
     held = [{"chat_id": c, "agent_id": a} for c, a in changed.items() if a is not None]
     if held:
-        upsert = upsertable(session, HOLDERS).values(held)
+        upsert = upsertable(session, HOLDERS)
         await session.execute(
             upsert.on_conflict_do_update(
                 index_elements=["chat_id"], set_={"agent_id": upsert.excluded.agent_id}
-            )
+            ),
+            held,
         )
     released = [c for c, a in changed.items() if a is None]
     if released:
@@ -166,9 +167,10 @@ def register(consumers: Consumers, hub: Hub) -> None:
         if not rows:
             return
         inserted = await session.execute(
-            insert_ignore(session, EVENTS)
-            .values(rows)
-            .returning(EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id)
+            insert_ignore(session, EVENTS).returning(
+                EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
+            ),
+            rows,
         )
         by_source = {(r["source_event_id"], r["agent_id"]): r for r in rows}
         frames = [

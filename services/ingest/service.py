@@ -97,9 +97,8 @@ def inbound_commits(db: Database) -> InboundCommits:
         async with db.transaction() as session:
             new = set(
                 await session.scalars(
-                    insert_ignore(session, INBOUND_KEYS)
-                    .values([{"key": key, "received_at": now} for key, _ in batch])
-                    .returning(INBOUND_KEYS.c.key)
+                    insert_ignore(session, INBOUND_KEYS).returning(INBOUND_KEYS.c.key),
+                    [{"key": key, "received_at": now} for key, _ in batch],
                 )
             )
             accepted = []

@@ -122,20 +122,17 @@ async def queue_chats(session: AsyncSession, batch: Sequence[ChatOpened]) -> Non
     """Put new chats in their queues (each once), then offer what waits there."""
     queued = set(
         await session.scalars(
-            insert_ignore(session, ASSIGNMENTS)
-            .values(
-                [
-                    {
-                        "chat_id": o.chat_id,
-                        "queue_id": o.queue_id,
-                        "contact_id": o.contact_id,
-                        "state": "queued",
-                        "queued_at": o.opened_at,
-                    }
-                    for o in batch
-                ]
-            )
-            .returning(ASSIGNMENTS.c.chat_id)
+            insert_ignore(session, ASSIGNMENTS).returning(ASSIGNMENTS.c.chat_id),
+            [
+                {
+                    "chat_id": o.chat_id,
+                    "queue_id": o.queue_id,
+                    "contact_id": o.contact_id,
+                    "state": "queued",
+                    "queued_at": o.opened_at,
+                }
+                for o in batch
+            ],
         )
     )
     for opened in batch:
