@@ -6,10 +6,11 @@ defined inside `build_router` as objects, not strings.
 
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from libs.common.db import Database
@@ -74,6 +75,22 @@ class FacebookChannelIn(BaseModel):
 
 # Checked in full by ingest, which answers 422 with the reason; secrets are never echoed back.
 ChannelIn = Annotated[TelegramChannelIn | FacebookChannelIn, Body(discriminator="kind")]
+
+
+class ChannelPatch(BaseModel):
+    """New settings for a channel, each optional: a Telegram channel takes `name`, `token`,
+    `secret`; a Facebook channel `name`, `page_token`, `app_secret`, `verify_token`,
+    `human_agent_tag`. A new token clears the channel's `token_invalid` status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    token: str | None = None
+    secret: str | None = None
+    page_token: str | None = None
+    app_secret: str | None = None
+    verify_token: str | None = None
+    human_agent_tag: bool | None = None
 
 
 def agent_out(agent: Agent) -> AgentOut:
@@ -339,5 +356,15 @@ def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
     async def list_channels(_: Supervisor) -> list[dict[str, Any]]:
         channels: list[dict[str, Any]] = await peers.get("ingest", "/internal/channels")
         return channels
+
+    @router.patch("/admin/channels/{channel_id}", tags=["admin"])
+    async def update_channel(_: Supervisor, channel_id: str, body: ChannelPatch) -> dict[str, Any]:
+        channel: dict[str, Any] = await peers.call(
+            "ingest",
+            "PATCH",
+            f"/internal/channels/{quote(channel_id, safe='')}",
+            json=body.model_dump(exclude_none=True),
+        )
+        return channel
 
     return router

@@ -17,7 +17,7 @@ from services.ingest import service, telegram
 from services.ingest.meta import signature, webhook
 from services.ingest.meta.graph import Graph
 from services.ingest.meta.inbound import MetaInbound
-from services.ingest.models import Channel, ChannelIn, ChannelOut, FacebookChannelIn
+from services.ingest.models import Channel, ChannelIn, ChannelOut, ChannelPatch
 
 MAX_CHALLENGE = 256
 
@@ -106,10 +106,7 @@ def internal_router(db: Database, settings: Settings, graph: Graph) -> APIRouter
     @router.post("/channels", status_code=status.HTTP_201_CREATED)
     async def create_channel(data: ChannelIn) -> ChannelOut:
         try:
-            if isinstance(data, FacebookChannelIn):
-                await service.check_facebook_page(
-                    graph, data, service.facebook_api_base(data, settings)
-                )
+            await service.check_new_channel(graph, data, settings)
             async with db.transaction() as session:
                 channel = await service.create_channel(session, data, settings)
         except service.ChannelRefused as exc:
@@ -129,6 +126,22 @@ def internal_router(db: Database, settings: Settings, graph: Graph) -> APIRouter
             channel = await service.get_channel(session, channel_id)
         if channel is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
+        return ChannelOut.of(channel)
+
+    @router.patch("/channels/{channel_id}")
+    async def update_channel(channel_id: str, patch: ChannelPatch) -> ChannelOut:
+        async with db.sessions() as session:
+            current = await service.get_channel(session, channel_id)
+        if current is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
+        try:
+            await service.check_patch(graph, current, patch)
+        except service.ChannelRefused as exc:
+            raise HTTPException(exc.status, exc.detail) from exc
+        async with db.transaction() as session:
+            channel = await service.get_channel(session, channel_id)
+            assert channel is not None  # channels are never deleted
+            service.apply_patch(channel, patch)
         return ChannelOut.of(channel)
 
     return router

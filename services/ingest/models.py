@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -94,6 +94,7 @@ class Thread(Base):
 
 TELEGRAM_TOKEN_PATTERN = r"^\d+:[A-Za-z0-9_-]+$"
 TELEGRAM_SECRET_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
+META_APP_SECRET_PATTERN = r"^[A-Za-z0-9]{1,200}$"
 
 
 class TelegramChannelIn(BaseModel):
@@ -117,7 +118,7 @@ class FacebookChannelIn(BaseModel):
         min_length=1, max_length=1000, description="A page access token with pages_messaging."
     )
     app_secret: str = Field(
-        pattern=r"^[A-Za-z0-9]{1,200}$",
+        pattern=META_APP_SECRET_PATTERN,
         description="The Meta app's secret: webhooks are signed with it (X-Hub-Signature-256).",
     )
     verify_token: str = Field(
@@ -134,6 +135,30 @@ class FacebookChannelIn(BaseModel):
 
 
 ChannelIn = Annotated[TelegramChannelIn | FacebookChannelIn, Field(discriminator="kind")]
+
+
+class ChannelPatch(BaseModel):
+    """New values for some of a channel's settings: a rotated token or secret, above all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    token: str | None = Field(default=None, pattern=TELEGRAM_TOKEN_PATTERN)
+    secret: str | None = Field(default=None, pattern=TELEGRAM_SECRET_PATTERN)
+    page_token: str | None = Field(default=None, min_length=1, max_length=1000)
+    app_secret: str | None = Field(default=None, pattern=META_APP_SECRET_PATTERN)
+    verify_token: str | None = Field(default=None, min_length=1, max_length=200)
+    human_agent_tag: bool | None = None
+
+    def fields(self) -> set[str]:
+        return {name for name, value in self if value is not None}
+
+
+# The settings of each kind that a patch may change.
+PATCHABLE = {
+    "telegram": {"name", "token", "secret"},
+    "facebook": {"name", "page_token", "app_secret", "verify_token", "human_agent_tag"},
+}
 
 
 class ChannelOut(BaseModel):

@@ -20,7 +20,9 @@ from libs.common.settings import Settings
 from services.ingest.meta.graph import Credentials, Graph, GraphError, GraphUnreachable
 from services.ingest.meta.items import Receipt
 from services.ingest.models import (
+    PATCHABLE,
     Channel,
+    ChannelPatch,
     Delivery,
     FacebookChannelIn,
     InboundKey,
@@ -42,10 +44,10 @@ class ChannelRefused(Exception):
         self.detail = detail
 
 
-async def check_facebook_page(graph: Graph, data: FacebookChannelIn, api_base: str) -> None:
-    """Refuse a page token that Meta does not accept as the token of `data.page_id`."""
+async def check_facebook_page(graph: Graph, credentials: Credentials, page_id: str) -> None:
+    """Refuse a page token that Meta does not accept as the token of page `page_id`."""
     try:
-        page = await graph.page(Credentials(api_base, data.page_token, data.app_secret))
+        page = await graph.page(credentials)
     except GraphUnreachable as exc:
         raise ChannelRefused(
             502, f"Facebook could not be reached to check the token ({exc})"
@@ -54,12 +56,22 @@ async def check_facebook_page(graph: Graph, data: FacebookChannelIn, api_base: s
         if exc.temporary:
             raise ChannelRefused(502, "Facebook failed to check the token; try again") from exc
         raise ChannelRefused(422, f"Facebook refused the page token: {exc.message}") from exc
-    if page.id != data.page_id:
+    if page.id != page_id:
         raise ChannelRefused(
             422,
-            f"the token speaks for {page.id!r}, not for page {data.page_id!r}: use a page "
+            f"the token speaks for {page.id!r}, not for page {page_id!r}: use a page "
             "access token of that page",
         )
+
+
+async def check_new_channel(
+    graph: Graph, data: TelegramChannelIn | FacebookChannelIn, settings: Settings
+) -> None:
+    if isinstance(data, FacebookChannelIn):
+        credentials = Credentials(
+            facebook_api_base(data, settings), data.page_token, data.app_secret
+        )
+        await check_facebook_page(graph, credentials, data.page_id)
 
 
 async def create_channel(
@@ -101,6 +113,32 @@ def facebook_api_base(data: FacebookChannelIn, settings: Settings) -> str:
 
 async def get_channel(session: AsyncSession, channel_id: str) -> Channel | None:
     return await session.get(Channel, channel_id)
+
+
+async def check_patch(graph: Graph, channel: Channel, patch: ChannelPatch) -> None:
+    """Refuse settings the channel's kind does not have, and new credentials Meta refuses."""
+    foreign = patch.fields() - PATCHABLE[channel.kind]
+    if foreign:
+        raise ChannelRefused(422, f"a {channel.kind} channel has no {', '.join(sorted(foreign))}")
+    if channel.kind == "facebook" and patch.fields() & {"page_token", "app_secret"}:
+        credentials = Credentials(
+            channel.api_base,
+            patch.page_token or channel.token,
+            patch.app_secret or channel.secret,
+        )
+        await check_facebook_page(graph, credentials, channel.external_id or "")
+
+
+def apply_patch(channel: Channel, patch: ChannelPatch) -> None:
+    """Take the new settings (checked by `check_patch`); new credentials clear the health flag."""
+    channel.name = patch.name or channel.name
+    channel.token = patch.token or patch.page_token or channel.token
+    channel.secret = patch.secret or patch.app_secret or channel.secret
+    channel.verify_token = patch.verify_token or channel.verify_token
+    if patch.human_agent_tag is not None:
+        channel.human_agent_tag = patch.human_agent_tag
+    if patch.fields() & {"token", "page_token"}:
+        channel.status = "ok"
 
 
 async def set_channel_health(db: Database, channel_id: str, health: ChannelHealth) -> None:

@@ -160,10 +160,24 @@ async def test_an_expired_page_token_fails_the_reply_and_flags_the_channel(
         assert len(fake_facebook.sent()) == 1
         assert (await channel_status(admin, channel["id"])) == "token_invalid"
 
-        # Meta takes the token again (it was fixed on Meta's side): the flag clears.
+        # The admin pastes a new token: Meta must take it, and the flag clears.
+        patch = f"/api/admin/channels/{channel['id']}"
+        refused = await admin.http.patch(patch, json={"page_token": "EAAB-made-up"})
+        assert refused.status_code == 422 and "made-up" not in refused.text
+        wrong_kind = await admin.http.patch(patch, json={"token": "123:abc"})
+        assert wrong_kind.status_code == 422 and "no token" in wrong_kind.json()["detail"]
+        assert (await channel_status(admin, channel["id"])) == "token_invalid"
+        new_token = "EAAB-renewed-" + page.token[-8:]
+        fake_facebook.add_page(new_token, page.id, "Support page", page.app_secret)
+        renewed = await admin.http.patch(patch, json={"page_token": new_token})
+        assert renewed.status_code == 200, renewed.text
+        assert renewed.json()["status"] == "ok" and new_token not in renewed.text
+
         message = await reply(stream, anna, chat_id, "Sorry, here I am")
         assert message["delivery_status"] == "sent"
+    assert fake_facebook.sent()[-1].params["access_token"] == new_token
     assert (await channel_status(admin, channel["id"])) == "ok"
+    assert new_token not in product.log()
     await admin.close()
     await anna.close()
 

@@ -15,6 +15,7 @@ from services.ingest.meta.signature import sign
 from tests.support.desk import Stream, eventually
 from tests.support.fake_facebook import NO_PROFILE, FakeFacebook
 from tests.support.messenger import (
+    FacebookPage,
     delivery_event,
     meta_bytes,
     new_psid,
@@ -275,3 +276,37 @@ async def test_channel_creation_checks_the_page_token(
     assert (await admin.http.get("/api/admin/channels")).json() == before
     await admin.close()
     await anna.close()
+
+
+async def test_one_app_posts_all_its_pages_to_one_webhook(
+    product: Product, fake_facebook: FakeFacebook
+) -> None:
+    """Meta has one webhook URL per app: entries of the app's other pages reach their channels,
+    entries of a page no channel of this app serves are dropped."""
+    admin, anna, channel, page = await setup_facebook_desk(product, fake_facebook)
+    sibling = FacebookPage.new(app_secret=page.app_secret)
+    admin2, boris, sibling_channel, _ = await setup_facebook_desk(
+        product, fake_facebook, page=sibling
+    )
+    stranger = FacebookPage.new()  # another app's page, with a channel of its own
+    admin3, carla, _, _ = await setup_facebook_desk(product, fake_facebook, page=stranger)
+    for agent in (anna, boris, carla):
+        await agent.http.put("/api/me/status", json={"status": "active"})
+
+    body = {
+        "object": "page",
+        "entry": [
+            {"id": p.id, "time": now_ms(), "messaging": [text_event(p, new_psid(), f"to {n}")]}
+            for n, p in (("page", page), ("sibling", sibling), ("stranger", stranger))
+        ],
+    }
+    assert (await post_webhook(product, channel["id"], body, page.app_secret)).is_success
+
+    [mine] = await eventually(lambda: anna.list_chats("new"), bool)
+    [theirs] = await eventually(lambda: boris.list_chats("new"), bool)
+    assert (mine["channel_id"], theirs["channel_id"]) == (channel["id"], sibling_channel["id"])
+    assert [m["text"] for m in await boris.messages(theirs["id"])] == ["to sibling"]
+    await asyncio.sleep(1)
+    assert await carla.list_chats("new") == []
+    for console in (admin, admin2, admin3, anna, boris, carla):
+        await console.close()

@@ -29,11 +29,12 @@ class FacebookPage:
     verify_token: str
 
     @classmethod
-    def new(cls) -> FacebookPage:
+    def new(cls, app_secret: str | None = None) -> FacebookPage:
+        """A new page, of a new Meta app unless `app_secret` names the app."""
         return cls(
             id=str(100_000_000_000_000 + secrets.randbelow(10**14)),
             token="EAAB" + secrets.token_urlsafe(48),
-            app_secret=secrets.token_hex(16),
+            app_secret=app_secret or secrets.token_hex(16),
             verify_token="verify-" + secrets.token_urlsafe(12),
         )
 
@@ -104,11 +105,15 @@ async def post_webhook(
 
 
 async def setup_facebook_desk(
-    product: Product, fake: FakeFacebook, *, human_agent_tag: bool = False
+    product: Product,
+    fake: FakeFacebook,
+    *,
+    human_agent_tag: bool = False,
+    page: FacebookPage | None = None,
 ) -> tuple[Console, Console, dict[str, Any], FacebookPage]:
-    """A new agent and queue, and a Facebook channel of a new page on the fake Graph API."""
+    """A new agent and queue, and a Facebook channel of a (new) page on the fake Graph API."""
     admin, agent, queue = await agent_and_queue(product)
-    page = FacebookPage.new()
+    page = page or FacebookPage.new()
     fake.add_page(page.token, page.id, "Support page", page.app_secret)
     response = await admin.http.post(
         "/api/admin/channels",
