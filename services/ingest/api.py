@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from libs.common.db import Database
 from libs.common.settings import Settings
-from services.ingest import service, telegram
+from services.ingest import channels, service, telegram
 from services.ingest.meta import signature, webhook
 from services.ingest.meta.graph import Graph
 from services.ingest.meta.inbound import MetaInbound
@@ -23,12 +23,12 @@ MAX_CHALLENGE = 256
 
 
 def webhook_router(
-    channels: service.ChannelCache, inbound: service.InboundCommits, meta: MetaInbound
+    cache: channels.ChannelCache, inbound: service.InboundCommits, meta: MetaInbound
 ) -> APIRouter:
     router = APIRouter(prefix="/webhooks")
 
     async def channel_of(kind: str, channel_id: str) -> Channel:
-        channel = await channels.get(channel_id)
+        channel = await cache.get(channel_id)
         if channel is None or channel.kind != kind or not channel.active:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
         return channel
@@ -40,7 +40,7 @@ def webhook_router(
         secret: Annotated[str | None, Header(alias="X-Telegram-Bot-Api-Secret-Token")] = None,
     ) -> dict[str, bool]:
         channel = await channel_of("telegram", channel_id)
-        if not service.secret_matches(channel.secret, secret):
+        if not channels.secret_matches(channel.secret, secret):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad or missing secret token")
         try:
             update = Update.model_validate(_json(await request.body()))
@@ -60,7 +60,7 @@ def webhook_router(
     ) -> PlainTextResponse:
         """Meta's subscription check: echo the challenge if the verify token is ours."""
         channel = await channel_of("facebook", channel_id)
-        if mode != "subscribe" or not service.secret_matches(channel.verify_token, verify_token):
+        if mode != "subscribe" or not channels.secret_matches(channel.verify_token, verify_token):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "hub.mode or hub.verify_token is wrong")
         if not challenge or len(challenge) > MAX_CHALLENGE:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "hub.challenge missing or too long")
@@ -106,10 +106,10 @@ def internal_router(db: Database, settings: Settings, graph: Graph) -> APIRouter
     @router.post("/channels", status_code=status.HTTP_201_CREATED)
     async def create_channel(data: ChannelIn) -> ChannelOut:
         try:
-            await service.check_new_channel(graph, data, settings)
+            await channels.check_new_channel(graph, data, settings)
             async with db.transaction() as session:
-                channel = await service.create_channel(session, data, settings)
-        except service.ChannelRefused as exc:
+                channel = await channels.create_channel(session, data, settings)
+        except channels.ChannelRefused as exc:
             raise HTTPException(exc.status, exc.detail) from exc
         except IntegrityError as exc:  # a concurrent request took the page first
             raise HTTPException(status.HTTP_409_CONFLICT, "the page already has a channel") from exc
@@ -118,12 +118,12 @@ def internal_router(db: Database, settings: Settings, graph: Graph) -> APIRouter
     @router.get("/channels")
     async def list_channels() -> list[ChannelOut]:
         async with db.sessions() as session:
-            return [ChannelOut.of(c) for c in await service.list_channels(session)]
+            return [ChannelOut.of(c) for c in await channels.list_channels(session)]
 
     @router.get("/channels/{channel_id}")
     async def get_channel(channel_id: str) -> ChannelOut:
         async with db.sessions() as session:
-            channel = await service.get_channel(session, channel_id)
+            channel = await channels.get_channel(session, channel_id)
         if channel is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
         return ChannelOut.of(channel)
@@ -131,17 +131,17 @@ def internal_router(db: Database, settings: Settings, graph: Graph) -> APIRouter
     @router.patch("/channels/{channel_id}")
     async def update_channel(channel_id: str, patch: ChannelPatch) -> ChannelOut:
         async with db.sessions() as session:
-            current = await service.get_channel(session, channel_id)
+            current = await channels.get_channel(session, channel_id)
         if current is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
         try:
-            await service.check_patch(graph, current, patch)
-        except service.ChannelRefused as exc:
+            await channels.check_patch(graph, current, patch)
+        except channels.ChannelRefused as exc:
             raise HTTPException(exc.status, exc.detail) from exc
         async with db.transaction() as session:
-            channel = await service.get_channel(session, channel_id)
+            channel = await channels.get_channel(session, channel_id)
             assert channel is not None  # channels are never deleted
-            service.apply_patch(channel, patch)
+            channels.apply_patch(channel, patch)
         return ChannelOut.of(channel)
 
     return router

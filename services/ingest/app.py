@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import Depends
 
 from libs.common.service import Runtime, Service, new_app, new_database
-from services.ingest import api, service
+from services.ingest import api, channels, service
 from services.ingest.handlers import build_consumers
 from services.ingest.meta.graph import Graph
 from services.ingest.meta.inbound import MetaInbound
@@ -29,11 +29,11 @@ def build(runtime: Runtime) -> Service:
     graph = Graph()
 
     async def token_invalid(channel: Channel) -> None:
-        await service.set_channel_health(db, channel.id, "token_invalid")
+        await channels.set_channel_health(db, channel.id, "token_invalid")
 
-    channels = service.ChannelCache(db)
-    meta = MetaInbound(channels, Profiles(graph, token_invalid), inbound, receipts)
-    app.include_router(api.webhook_router(channels, inbound, meta))
+    cache = channels.ChannelCache(db)
+    meta = MetaInbound(cache, Profiles(graph, token_invalid), inbound, receipts)
+    app.include_router(api.webhook_router(cache, inbound, meta))
     app.include_router(
         api.internal_router(db, settings, graph), dependencies=[Depends(runtime.internal_auth())]
     )

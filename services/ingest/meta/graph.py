@@ -156,7 +156,7 @@ class Graph:
                 json=body,
                 timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
             )
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             # Only the kind of failure: the message of some could carry the URL, and its token.
             raise GraphUnreachable(type(exc).__name__) from None
         if response.status_code != httpx.codes.OK:

@@ -13,7 +13,7 @@ import hmac
 import logging
 
 from libs.common.events import InboundMessage, Sender
-from services.ingest import service
+from services.ingest import channels, service
 from services.ingest.meta import messenger
 from services.ingest.meta.items import CustomerMessage, Item, Receipt
 from services.ingest.meta.profiles import Profiles
@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 class MetaInbound:
     def __init__(
         self,
-        channels: service.ChannelCache,
+        cache: channels.ChannelCache,
         profiles: Profiles,
         inbound: service.InboundCommits,
         receipts: service.ReceiptCommits,
     ) -> None:
-        self.channels = channels
+        self.cache = cache
         self.profiles = profiles
         self.inbound = inbound
         self.receipts = receipts
@@ -66,7 +66,7 @@ class MetaInbound:
     async def _channel_for(self, channel: Channel, page_id: str) -> Channel | None:
         if page_id == channel.external_id:
             return channel
-        other = await self.channels.facebook_page(page_id)
+        other = await self.cache.facebook_page(page_id)
         if (
             other is None
             or not other.active

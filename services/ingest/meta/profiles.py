@@ -82,6 +82,9 @@ class Profiles:
         except GraphUnreachable as exc:
             log.warning("facebook profile: Graph API unreachable (%s)", exc)
             ttl = self.failed_ttl_s
+        except Exception:  # a name is a nicety: the message must go through without one
+            log.exception("facebook profile lookup failed")
+            ttl = self.failed_ttl_s
         self._remember((channel.id, psid), profile, ttl)
         return profile
 
