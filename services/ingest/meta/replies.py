@@ -82,7 +82,7 @@ class FacebookSender:
             except _Failed as failed:
                 error = failed.error
                 if number > 1:
-                    error += f" (Parts 1-{number - 1} of {len(parts)} were sent.)"
+                    error += f" (The first {number - 1} of its {len(parts)} parts were sent.)"
                 return Outcome("failed", error=error, channel_health=failed.health)
         return Outcome("sent", message_id, sent_at=started, channel_health="ok")
 
@@ -102,7 +102,8 @@ class FacebookSender:
                 reason = "Facebook could not be reached"
             except GraphError as exc:
                 if exc.outside_window and not tagged:
-                    tagged = await self._may_tag(channel, psid)
+                    await self._require_human_agent_window(channel, psid)
+                    tagged = True
                     continue  # at once: this is another message, not a retry of a failed call
                 if exc.outside_window:
                     raise _Failed(
@@ -123,8 +124,8 @@ class FacebookSender:
             await asyncio.sleep(policy.wait(attempt))
             attempt += 1
 
-    async def _may_tag(self, channel: Channel, psid: str) -> bool:
-        """Whether a reply refused for the 24-hour window may go again as HUMAN_AGENT."""
+    async def _require_human_agent_window(self, channel: Channel, psid: str) -> None:
+        """Fail unless a reply refused for the 24-hour window may go again as HUMAN_AGENT."""
         if not channel.human_agent_tag:
             raise _Failed(WINDOW_CLOSED)
         async with self.db.sessions() as session:
@@ -132,4 +133,3 @@ class FacebookSender:
         last = thread.last_inbound_at if thread is not None else None
         if last is None or utcnow() - last > HUMAN_AGENT_WINDOW:
             raise _Failed(AGENT_WINDOW_CLOSED)
-        return True
