@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: real backends, the fake Telegram, the running product."""
+"""Fixtures shared by every test: real backends, the fake platforms, the running product."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.support import backends
+from tests.support.fake_facebook import FakeFacebook
+from tests.support.fake_facebook import serve as serve_graph
 from tests.support.fake_telegram import FakeTelegram, serve
 from tests.support.product import Product, running
 
@@ -27,6 +29,15 @@ async def servers(_servers: backends.Servers) -> AsyncIterator[backends.Servers]
 async def fake_telegram() -> AsyncIterator[FakeTelegram]:
     fake = FakeTelegram()
     server, task = await serve(fake)
+    yield fake
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def fake_facebook() -> AsyncIterator[FakeFacebook]:
+    fake = FakeFacebook()
+    server, task = await serve_graph(fake)
     yield fake
     server.should_exit = True
     await task

@@ -43,7 +43,11 @@ class Attachment(_Part):
     name: str | None = None
     mime_type: str | None = None
     size: int | None = None
-    platform_file_id: str | None = Field(default=None, description="The platform's file id.")
+    platform_file_id: str | None = Field(
+        default=None,
+        description="Where the platform keeps the file: Telegram's file_id; for Facebook, the "
+        "file's URL, which expires.",
+    )
 
 
 class InboundMessage(Event):

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
-from fastapi import FastAPI, Header, HTTPException, status
+from fastapi import FastAPI, Header, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import MetaData
 
@@ -139,6 +141,15 @@ def new_app(
         # providers on every request, which measured ~8% of a webhook's CPU.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's answer, minus each error's `input`: that would echo the tokens, secrets and
+        # passwords of a refused request back into a response.
+        errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+        return JSONResponse(
+            {"detail": jsonable_encoder(errors)}, status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
 
     token_ttl_hours: int = 12
     telegram_api_base: str = "https://api.telegram.org"
+    # Graph API, with the version the Messenger calls are written against.
+    facebook_api_base: str = "https://graph.facebook.com/v25.0"
     log_level: str = "INFO"
     log_format: str = "json"
 

@@ -212,9 +212,16 @@ async def post_reply(session: AsyncSession, chat: Chat, agent_id: str, text: str
     return message
 
 
+# How far an outgoing message has got; `failed` ends a message that never got anywhere.
+DELIVERY_PROGRESS = {"pending": 0, "sent": 1, "failed": 1, "delivered": 2, "read": 3}
+
+
 async def record_delivery(session: AsyncSession, update: DeliveryUpdated) -> None:
     message = await session.get(Message, update.message_id)
     if message is None:
+        return
+    # Receipts can overtake each other on the bus (a retried handler): never step back.
+    if DELIVERY_PROGRESS[update.status] < DELIVERY_PROGRESS.get(message.delivery_status or "", 0):
         return
     message.delivery_status = update.status
     message.delivery_error = update.error

@@ -6,10 +6,11 @@ defined inside `build_router` as objects, not strings.
 
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
 from libs.common.db import Database
@@ -45,13 +46,51 @@ class QueueIn(BaseModel):
     capacity: int = 5
 
 
-class ChannelIn(BaseModel):
+class TelegramChannelIn(BaseModel):
     kind: Literal["telegram"]
     name: str
     queue_id: str
-    token: str
-    secret: str
-    api_base: str | None = None
+    token: str = Field(description="Bot token from @BotFather.")
+    secret: str = Field(description="Telegram sends it back in X-Telegram-Bot-Api-Secret-Token.")
+    api_base: str | None = Field(default=None, description="Bot API server; Telegram's default.")
+
+
+class FacebookChannelIn(BaseModel):
+    kind: Literal["facebook"]
+    name: str
+    queue_id: str
+    page_id: str = Field(description="The Facebook page's numeric id.")
+    page_token: str = Field(description="A page access token with pages_messaging.")
+    app_secret: str = Field(description="The Meta app's secret; it signs the webhooks.")
+    verify_token: str = Field(description="Meta's webhook setup sends it as hub.verify_token.")
+    human_agent_tag: bool = Field(
+        default=False,
+        description="Send replies the 24-hour window refuses again tagged HUMAN_AGENT (up to 7 "
+        "days after the customer's last message). Needs Meta's Human Agent permission.",
+    )
+    api_base: str | None = Field(
+        default=None, description="Graph API base with its version; Meta's default."
+    )
+
+
+# Checked in full by ingest, which answers 422 with the reason; secrets are never echoed back.
+ChannelIn = Annotated[TelegramChannelIn | FacebookChannelIn, Body(discriminator="kind")]
+
+
+class ChannelPatch(BaseModel):
+    """New settings for a channel, each optional: a Telegram channel takes `name`, `token`,
+    `secret`; a Facebook channel `name`, `page_token`, `app_secret`, `verify_token`,
+    `human_agent_tag`. A new token clears the channel's `token_invalid` status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    token: str | None = None
+    secret: str | None = None
+    page_token: str | None = None
+    app_secret: str | None = None
+    verify_token: str | None = None
+    human_agent_tag: bool | None = None
 
 
 def agent_out(agent: Agent) -> AgentOut:
@@ -317,5 +356,15 @@ def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
     async def list_channels(_: Supervisor) -> list[dict[str, Any]]:
         channels: list[dict[str, Any]] = await peers.get("ingest", "/internal/channels")
         return channels
+
+    @router.patch("/admin/channels/{channel_id}", tags=["admin"])
+    async def update_channel(_: Supervisor, channel_id: str, body: ChannelPatch) -> dict[str, Any]:
+        channel: dict[str, Any] = await peers.call(
+            "ingest",
+            "PATCH",
+            f"/internal/channels/{quote(channel_id, safe='')}",
+            json=body.model_dump(exclude_none=True),
+        )
+        return channel
 
     return router

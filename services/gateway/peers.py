@@ -9,6 +9,16 @@ from fastapi import HTTPException, status
 
 from libs.common.service import Runtime
 
+UPSTREAM_FAILED = (status.HTTP_502_BAD_GATEWAY, status.HTTP_504_GATEWAY_TIMEOUT)
+
+
+def _detail(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("detail") if isinstance(body, dict) else None
+
 
 class Peers:
     def __init__(self, runtime: Runtime) -> None:
@@ -21,14 +31,15 @@ class Peers:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE, f"the {service} service is unreachable"
             ) from exc
+        if response.status_code in UPSTREAM_FAILED:
+            # The peer is fine but what it depends on (a platform) failed: it says what.
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY, _detail(response) or f"the {service} service failed"
+            )
         if response.status_code >= 500:
             raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"the {service} service failed")
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise HTTPException(response.status_code, detail)
+            raise HTTPException(response.status_code, _detail(response) or response.text)
         return response.json()
 
     async def get(self, service: str, path: str, **kwargs: Any) -> Any:

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from aiogram.types import Update
-from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from libs.common.db import Database
 from libs.common.settings import Settings
-from services.ingest import service, telegram
-from services.ingest.models import ChannelOut, TelegramChannelIn
+from services.ingest import channels, service, telegram
+from services.ingest.meta import signature, webhook
+from services.ingest.meta.graph import Graph
+from services.ingest.meta.inbound import MetaInbound
+from services.ingest.models import Channel, ChannelIn, ChannelOut, ChannelPatch
+
+MAX_CHALLENGE = 256
 
 
-def webhook_router(db: Database, inbound: service.InboundCommits) -> APIRouter:
+def webhook_router(
+    cache: channels.ChannelCache, inbound: service.InboundCommits, meta: MetaInbound
+) -> APIRouter:
     router = APIRouter(prefix="/webhooks")
-    channels = service.ChannelCache(db)
+
+    async def channel_of(kind: str, channel_id: str) -> Channel:
+        channel = await cache.get(channel_id)
+        if channel is None or channel.kind != kind or not channel.active:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
+        return channel
 
     @router.post("/telegram/{channel_id}")
     async def telegram_webhook(
@@ -25,48 +39,109 @@ def webhook_router(db: Database, inbound: service.InboundCommits) -> APIRouter:
         request: Request,
         secret: Annotated[str | None, Header(alias="X-Telegram-Bot-Api-Secret-Token")] = None,
     ) -> dict[str, bool]:
-        channel = await channels.get(channel_id)
-        if channel is None or channel.kind != "telegram" or not channel.active:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
-        if not service.secret_matches(channel, secret):
+        channel = await channel_of("telegram", channel_id)
+        if not channels.secret_matches(channel.secret, secret):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bad or missing secret token")
         try:
-            update = Update.model_validate(orjson.loads(await request.body()))
-        except orjson.JSONDecodeError as exc:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body is not JSON: {exc}") from exc
+            update = Update.model_validate(_json(await request.body()))
         except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, {"message": "not a Telegram Update", "errors": errors}
-            ) from exc
+            raise _malformed("not a Telegram Update", exc) from exc
         message = telegram.normalize(update, channel)
         if message is not None:
             await inbound.submit((f"telegram:{channel.id}:{update.update_id}", message))
         return {"ok": True}
 
+    @router.get("/facebook/{channel_id}", response_class=PlainTextResponse)
+    async def facebook_handshake(
+        channel_id: str,
+        mode: Annotated[str | None, Query(alias="hub.mode")] = None,
+        verify_token: Annotated[str | None, Query(alias="hub.verify_token")] = None,
+        challenge: Annotated[str | None, Query(alias="hub.challenge")] = None,
+    ) -> PlainTextResponse:
+        """Meta's subscription check: echo the challenge if the verify token is ours."""
+        channel = await channel_of("facebook", channel_id)
+        if mode != "subscribe" or not channels.secret_matches(channel.verify_token, verify_token):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "hub.mode or hub.verify_token is wrong")
+        if not challenge or len(challenge) > MAX_CHALLENGE:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "hub.challenge missing or too long")
+        return PlainTextResponse(challenge)
+
+    @router.post("/facebook/{channel_id}")
+    async def facebook_webhook(
+        channel_id: str,
+        request: Request,
+        hub_signature: Annotated[str | None, Header(alias=signature.HEADER)] = None,
+    ) -> dict[str, bool]:
+        channel = await channel_of("facebook", channel_id)
+        body = await request.body()
+        if not signature.signature_matches(channel.secret, body, hub_signature):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"bad or missing {signature.HEADER}")
+        try:
+            envelope = webhook.Envelope.model_validate(_json(body))
+            parse = webhook.PARSERS.get(envelope.object)
+            items = parse(envelope.entry) if parse is not None else []
+        except ValidationError as exc:
+            raise _malformed("not a Meta webhook", exc) from exc
+        await meta.accept(channel, items)
+        return {"ok": True}
+
     return router
 
 
-def internal_router(db: Database, settings: Settings) -> APIRouter:
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body is not JSON: {exc}") from exc
+
+
+def _malformed(what: str, exc: ValidationError) -> HTTPException:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return HTTPException(status.HTTP_400_BAD_REQUEST, {"message": what, "errors": errors})
+
+
+def internal_router(db: Database, settings: Settings, graph: Graph) -> APIRouter:
     router = APIRouter(prefix="/internal")
 
     @router.post("/channels", status_code=status.HTTP_201_CREATED)
-    async def create_channel(data: TelegramChannelIn) -> ChannelOut:
-        async with db.transaction() as session:
-            channel = await service.create_channel(session, data, settings.telegram_api_base)
+    async def create_channel(data: ChannelIn) -> ChannelOut:
+        try:
+            await channels.check_new_channel(graph, data, settings)
+            async with db.transaction() as session:
+                channel = await channels.create_channel(session, data, settings)
+        except channels.ChannelRefused as exc:
+            raise HTTPException(exc.status, exc.detail) from exc
+        except IntegrityError as exc:  # a concurrent request took the page first
+            raise HTTPException(status.HTTP_409_CONFLICT, "the page already has a channel") from exc
         return ChannelOut.of(channel)
 
     @router.get("/channels")
     async def list_channels() -> list[ChannelOut]:
         async with db.sessions() as session:
-            return [ChannelOut.of(c) for c in await service.list_channels(session)]
+            return [ChannelOut.of(c) for c in await channels.list_channels(session)]
 
     @router.get("/channels/{channel_id}")
     async def get_channel(channel_id: str) -> ChannelOut:
         async with db.sessions() as session:
-            channel = await service.get_channel(session, channel_id)
+            channel = await channels.get_channel(session, channel_id)
         if channel is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
+        return ChannelOut.of(channel)
+
+    @router.patch("/channels/{channel_id}")
+    async def update_channel(channel_id: str, patch: ChannelPatch) -> ChannelOut:
+        async with db.sessions() as session:
+            current = await channels.get_channel(session, channel_id)
+        if current is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
+        try:
+            await channels.check_patch(graph, current, patch)
+        except channels.ChannelRefused as exc:
+            raise HTTPException(exc.status, exc.detail) from exc
+        async with db.transaction() as session:
+            channel = await channels.get_channel(session, channel_id)
+            assert channel is not None  # channels are never deleted
+            channels.apply_patch(channel, patch)
         return ChannelOut.of(channel)
 
     return router

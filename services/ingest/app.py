@@ -7,24 +7,46 @@ from pathlib import Path
 from fastapi import Depends
 
 from libs.common.service import Runtime, Service, new_app, new_database
-from services.ingest import api, service
+from services.ingest import api, channels, service
 from services.ingest.handlers import build_consumers
-from services.ingest.models import Base
-from services.ingest.telegram import TelegramBots
+from services.ingest.meta.graph import Graph
+from services.ingest.meta.inbound import MetaInbound
+from services.ingest.meta.profiles import Profiles
+from services.ingest.meta.replies import FacebookSender
+from services.ingest.models import Base, Channel
+from services.ingest.sending import RetryPolicy
+from services.ingest.telegram import TelegramSender
 
 NAME = "ingest"
 
 
 def build(runtime: Runtime) -> Service:
+    settings = runtime.settings
     db = new_database(runtime, NAME, Base.metadata, Path(__file__).parent)
     app = new_app(NAME, runtime, db.ping)
     inbound = service.inbound_commits(db)
-    app.include_router(api.webhook_router(db, inbound))
+    receipts = service.receipt_commits(db)
+    graph = Graph()
+
+    async def token_invalid(channel: Channel) -> None:
+        await channels.set_channel_health(db, channel.id, "token_invalid")
+
+    cache = channels.ChannelCache(db)
+    meta = MetaInbound(cache, Profiles(graph, token_invalid), inbound, receipts)
+    app.include_router(api.webhook_router(cache, inbound, meta))
     app.include_router(
-        api.internal_router(db, runtime.settings), dependencies=[Depends(runtime.internal_auth())]
+        api.internal_router(db, settings, graph), dependencies=[Depends(runtime.internal_auth())]
     )
-    settings = runtime.settings
-    bots = TelegramBots()
-    policy = service.RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
-    consumers = build_consumers(bots, policy)
-    return Service(NAME, runtime, db, consumers, app, on_stop=[inbound.stop, bots.close])
+    policy = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
+    telegram = TelegramSender(policy)
+    consumers = build_consumers(
+        {"telegram": telegram, "facebook": FacebookSender(graph, db, policy)}
+    )
+    return Service(
+        NAME,
+        runtime,
+        db,
+        consumers,
+        app,
+        on_stop=[inbound.stop, receipts.stop, telegram.close, graph.close],
+    )

@@ -1,12 +1,13 @@
-"""ingest's tables: channels (with their secrets), inbound dedup keys, outbound deliveries."""
+"""ingest's tables: channels (with their secrets), inbound dedup keys, outbound deliveries,
+and the platform-side state of each conversation (threads)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-from sqlalchemy import String, Text
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from libs.common.db import UTCDateTime, bus_tables
@@ -22,15 +23,26 @@ outbox, inbox = bus_tables(Base.metadata)
 
 class Channel(Base):
     __tablename__ = "channels"
+    # Meta posts every page of an app to one webhook: a page must name one channel.
+    __table_args__ = (UniqueConstraint("kind", "external_id", name="one_channel_per_account"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     name: Mapped[str] = mapped_column(String(200))
     queue_id: Mapped[str] = mapped_column(String(36))
     api_base: Mapped[str] = mapped_column(String(500))
+    # The channel's own account on its platform: the Facebook page id (none for Telegram).
+    external_id: Mapped[str | None] = mapped_column(String(100))
     # Secrets: never returned by the API, never put in events or logs.
+    # `token` calls the platform (bot token, page access token); `secret` checks its webhooks
+    # (Telegram's secret token, the Meta app secret); `verify_token` answers Meta's handshake.
     token: Mapped[str] = mapped_column(Text)
     secret: Mapped[str] = mapped_column(Text)
+    verify_token: Mapped[str | None] = mapped_column(Text)
+    # Facebook: replies outside the 24-hour window may go out tagged HUMAN_AGENT (7 days).
+    human_agent_tag: Mapped[bool] = mapped_column(default=False)
+    # Health of the credentials, as the platform last answered: ok, token_invalid.
+    status: Mapped[str] = mapped_column(String(20), default="ok")
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -48,18 +60,41 @@ class Delivery(Base):
     """What became of one outgoing message on its platform."""
 
     __tablename__ = "deliveries"
+    # Receipts name a conversation and a time ("all sent before this were read").
+    __table_args__ = (Index("deliveries_by_thread", "channel_id", "external_chat_id"),)
 
     message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     chat_id: Mapped[str] = mapped_column(String(36))
     channel_id: Mapped[str] = mapped_column(String(36))
+    external_chat_id: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(20))
-    platform_message_id: Mapped[str | None] = mapped_column(String(100))
+    # The platform's id of the message (of its last part, when it was sent in parts).
+    platform_message_id: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Thread(Base):
+    """One customer's conversation with a channel, as the platform sees it.
+
+    When the customer last wrote decides which messaging window a reply falls in (Facebook);
+    the receipt watermarks say how far our messages got. They are kept here, not only applied to
+    deliveries, because a receipt can overtake the recording of the send it covers.
+    """
+
+    __tablename__ = "threads"
+
+    channel_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    external_chat_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    read_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 TELEGRAM_TOKEN_PATTERN = r"^\d+:[A-Za-z0-9_-]+$"
 TELEGRAM_SECRET_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
+META_APP_SECRET_PATTERN = r"^[A-Za-z0-9]{1,200}$"
 
 
 class TelegramChannelIn(BaseModel):
@@ -74,6 +109,58 @@ class TelegramChannelIn(BaseModel):
     api_base: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
 
 
+class FacebookChannelIn(BaseModel):
+    kind: Literal["facebook"]
+    name: str = Field(min_length=1, max_length=200)
+    queue_id: str = Field(min_length=1, max_length=36)
+    page_id: str = Field(pattern=r"^\d{1,30}$", description="The Facebook page's numeric id.")
+    page_token: str = Field(
+        min_length=1, max_length=1000, description="A page access token with pages_messaging."
+    )
+    app_secret: str = Field(
+        pattern=META_APP_SECRET_PATTERN,
+        description="The Meta app's secret: webhooks are signed with it (X-Hub-Signature-256).",
+    )
+    verify_token: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Any string; Meta's webhook setup sends it back as hub.verify_token.",
+    )
+    human_agent_tag: bool = Field(
+        default=False,
+        description="Send replies the 24-hour window refuses again tagged HUMAN_AGENT (up to 7 "
+        "days after the customer's last message). Needs Meta's Human Agent permission.",
+    )
+    api_base: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
+
+
+ChannelIn = Annotated[TelegramChannelIn | FacebookChannelIn, Field(discriminator="kind")]
+
+
+class ChannelPatch(BaseModel):
+    """New values for some of a channel's settings: a rotated token or secret, above all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    token: str | None = Field(default=None, pattern=TELEGRAM_TOKEN_PATTERN)
+    secret: str | None = Field(default=None, pattern=TELEGRAM_SECRET_PATTERN)
+    page_token: str | None = Field(default=None, min_length=1, max_length=1000)
+    app_secret: str | None = Field(default=None, pattern=META_APP_SECRET_PATTERN)
+    verify_token: str | None = Field(default=None, min_length=1, max_length=200)
+    human_agent_tag: bool | None = None
+
+    def fields(self) -> set[str]:
+        return {name for name, value in self if value is not None}
+
+
+# The settings of each kind that a patch may change.
+PATCHABLE = {
+    "telegram": {"name", "token", "secret"},
+    "facebook": {"name", "page_token", "app_secret", "verify_token", "human_agent_tag"},
+}
+
+
 class ChannelOut(BaseModel):
     """A channel as the API shows it: no token, no secret."""
 
@@ -82,6 +169,12 @@ class ChannelOut(BaseModel):
     name: str
     queue_id: str
     api_base: str
+    page_id: str | None = Field(description="Facebook: the page the channel answers for.")
+    human_agent_tag: bool
+    status: str = Field(
+        description="ok, or token_invalid once the platform refused the channel's token: "
+        "replies fail until the token is replaced."
+    )
     active: bool
     created_at: datetime
     webhook_path: str
@@ -94,6 +187,9 @@ class ChannelOut(BaseModel):
             name=channel.name,
             queue_id=channel.queue_id,
             api_base=channel.api_base,
+            page_id=channel.external_id,
+            human_agent_tag=channel.human_agent_tag,
+            status=channel.status,
             active=channel.active,
             created_at=channel.created_at,
             webhook_path=f"/webhooks/{channel.kind}/{channel.id}",

@@ -1,91 +1,31 @@
-"""ingest's operations, shared by its HTTP views and bus handlers."""
+"""ingest's operations, shared by its HTTP views and bus handlers: customer messages and receipts
+in, agents' replies out. Channels themselves are in `channels.py`."""
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import cast
 
-from aiogram import Bot
-from aiogram.exceptions import (
-    TelegramBadRequest,
-    TelegramForbiddenError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-    TelegramUnauthorizedError,
-)
-from sqlalchemy import Table, select
+from sqlalchemy import Table, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
 from libs.common.db import Database, insert_ignore
-from libs.common.envelope import new_id, utcnow
+from libs.common.envelope import utcnow
 from libs.common.events import ChatReplyPosted, DeliveryStatus, DeliveryUpdated, InboundMessage
 from libs.common.outbox import emit
-from services.ingest.models import Channel, Delivery, InboundKey, TelegramChannelIn
-from services.ingest.telegram import TelegramBots
+from services.ingest.meta.items import Receipt
+from services.ingest.models import Channel, Delivery, InboundKey, Thread
+from services.ingest.sending import Outcome, ReplySender
 
-
-async def create_channel(
-    session: AsyncSession, data: TelegramChannelIn, default_api: str
-) -> Channel:
-    channel = Channel(
-        id=new_id(),
-        kind=data.kind,
-        name=data.name,
-        queue_id=data.queue_id,
-        api_base=(data.api_base or default_api).rstrip("/"),
-        token=data.token,
-        secret=data.secret,
-        active=True,
-        created_at=utcnow(),
-    )
-    session.add(channel)
-    return channel
-
-
-async def get_channel(session: AsyncSession, channel_id: str) -> Channel | None:
-    return await session.get(Channel, channel_id)
-
-
-class ChannelCache:
-    """Channels by id for the webhooks, re-read after `ttl_s`: one query less per update.
-
-    A deactivated channel or a changed secret takes effect within `ttl_s`.
-    """
-
-    def __init__(self, db: Database, ttl_s: float = 5.0) -> None:
-        self.db = db
-        self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[float, Channel | None]] = {}
-
-    async def get(self, channel_id: str) -> Channel | None:
-        now = time.monotonic()
-        entry = self._entries.get(channel_id)
-        if entry is None or now - entry[0] > self.ttl_s:
-            async with self.db.sessions() as session:
-                channel = await get_channel(session, channel_id)
-            if len(self._entries) > 10_000:  # unknown ids posted at us must not grow it forever
-                self._entries.clear()
-            entry = self._entries[channel_id] = (now, channel)
-        return entry[1]
-
-
-async def list_channels(session: AsyncSession) -> list[Channel]:
-    return list((await session.scalars(select(Channel).order_by(Channel.created_at))).all())
-
-
-def secret_matches(channel: Channel, presented: str | None) -> bool:
-    return presented is not None and hmac.compare_digest(
-        presented.encode(), channel.secret.encode()
-    )
-
+# Platforms whose replies must fall within a window after the customer's last message.
+WINDOWED_PLATFORMS = {"facebook"}
 
 InboundCommits = GroupCommit[tuple[str, InboundMessage], bool]
+ReceiptCommits = GroupCommit[tuple[str, Receipt], None]
 INBOUND_KEYS = cast(Table, InboundKey.__table__)
+THREADS = cast(Table, Thread.__table__)
 
 
 def inbound_commits(db: Database) -> InboundCommits:
@@ -101,96 +41,158 @@ def inbound_commits(db: Database) -> InboundCommits:
                     [{"key": key, "received_at": now} for key, _ in batch],
                 )
             )
-            accepted = []
+            accepted, windowed = [], []
             for key, message in batch:
                 accepted.append(key in new)
                 if key in new:
                     new.discard(key)  # the same update twice in one batch: once
                     emit(session, message, subject=message.channel_id)
+                    if message.platform in WINDOWED_PLATFORMS:
+                        windowed.append(message)
+            if windowed:
+                await _record_customer_activity(session, windowed)
         return accepted
 
     return GroupCommit(accept, name="ingest.inbound")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long a reply keeps trying before the agent is told it failed."""
-
-    attempts: int
-    backoff_s: float
-    max_wait_s: float = 60.0
-
-    def wait(self, attempt: int, retry_after: float | None = None) -> float:
-        return min(retry_after or self.backoff_s * 2 ** (attempt - 1), self.max_wait_s)
+async def _record_customer_activity(session: AsyncSession, messages: list[InboundMessage]) -> None:
+    threads = await lock_threads(
+        session, [(m.channel_id, m.external_chat_id) for m in messages], create=True
+    )
+    for message in messages:
+        thread = threads[(message.channel_id, message.external_chat_id)]
+        thread.last_inbound_at = _later(thread.last_inbound_at, message.sent_at)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: DeliveryStatus
-    platform_message_id: str | None = None
-    error: str | None = None
-
-
-async def send_telegram(bot: Bot, reply: ChatReplyPosted, policy: RetryPolicy) -> Outcome:
-    """Send one reply, waiting out rate limits and outages; never more than `policy` allows.
-
-    Retrying here, in order, rather than through the bus keeps a chat's replies in sequence.
-    """
-    for attempt in range(1, policy.attempts + 1):
-        retry_after: float | None = None
-        try:
-            sent = await bot.send_message(
-                chat_id=int(reply.external_chat_id), text=reply.message.text or ""
+async def lock_threads(
+    session: AsyncSession, keys: Iterable[tuple[str, str]], *, create: bool
+) -> dict[tuple[str, str], Thread]:
+    """The threads of `keys` (channel id, external chat id), row-locked in one order so that
+    concurrent transactions wait for each other instead of deadlocking; `create` missing ones."""
+    wanted = sorted(set(keys))
+    if create:
+        await session.execute(
+            insert_ignore(session, THREADS).values(
+                [{"channel_id": c, "external_chat_id": x} for c, x in wanted]
             )
-            return Outcome("sent", str(sent.message_id))
-        except TelegramRetryAfter as exc:
-            reason, retry_after = "Telegram kept rate-limiting the bot", exc.retry_after
-        except (TelegramServerError, TelegramNetworkError):
-            reason = "Telegram could not be reached"
-        except TelegramForbiddenError:
-            return Outcome("failed", error="The customer blocked the bot or deleted their account.")
-        except TelegramUnauthorizedError:
-            return Outcome("failed", error="The channel's bot token is no longer valid.")
-        except TelegramBadRequest as exc:
-            return Outcome("failed", error=f"Telegram rejected the message: {exc.message}")
-        if attempt < policy.attempts:
-            await asyncio.sleep(policy.wait(attempt, retry_after))
-    return Outcome("failed", error=f"{reason}; gave up after {policy.attempts} attempts.")
+        )
+    found = await session.scalars(
+        select(Thread)
+        .where(tuple_(Thread.channel_id, Thread.external_chat_id).in_(wanted))
+        .order_by(Thread.channel_id, Thread.external_chat_id)
+        .with_for_update()
+    )
+    return {(t.channel_id, t.external_chat_id): t for t in found}
 
 
-async def deliver_reply(
-    db: Database, bots: TelegramBots, reply: ChatReplyPosted, policy: RetryPolicy
-) -> None:
+def _later(current: datetime | None, new: datetime) -> datetime:
+    return new if current is None or new > current else current
+
+
+def receipt_commits(db: Database) -> ReceiptCommits:
+    """Delivery and read receipts of a webhook, `submit((channel_id, receipt))`: the thread's
+    watermark moves forward, and our messages it reaches are delivered or read."""
+
+    async def record(batch: list[tuple[str, Receipt]]) -> list[None]:
+        async with db.transaction() as session:
+            threads = await lock_threads(session, [(c, r.user_id) for c, r in batch], create=True)
+            for channel_id, receipt in batch:
+                thread = threads[(channel_id, receipt.user_id)]
+                # Read implies delivered: a read receipt can come without its delivery.
+                thread.delivered_until = _later(thread.delivered_until, receipt.watermark)
+                if receipt.status == "read":
+                    thread.read_until = _later(thread.read_until, receipt.watermark)
+                await _advance_deliveries(session, channel_id, receipt)
+        return [None] * len(batch)
+
+    return GroupCommit(record, name="ingest.receipts")
+
+
+async def _advance_deliveries(session: AsyncSession, channel_id: str, receipt: Receipt) -> None:
+    behind = ("sent",) if receipt.status == "delivered" else ("sent", "delivered")
+    reached = Delivery.sent_at <= receipt.watermark
+    if receipt.message_ids:
+        reached = or_(reached, Delivery.platform_message_id.in_(receipt.message_ids))
+    deliveries = await session.scalars(
+        select(Delivery).where(
+            Delivery.channel_id == channel_id,
+            Delivery.external_chat_id == receipt.user_id,
+            Delivery.status.in_(behind),
+            reached,
+        )
+    )
+    now = utcnow()
+    for delivery in deliveries:
+        delivery.status, delivery.updated_at = receipt.status, now
+        _emit_delivery(session, delivery)
+
+
+def _reached(thread: Thread | None, sent_at: datetime) -> DeliveryStatus:
+    """How far a message sent at `sent_at` got, by receipts that may have overtaken it."""
+    if thread is None:
+        return "sent"
+    if thread.read_until is not None and thread.read_until >= sent_at:
+        return "read"
+    if thread.delivered_until is not None and thread.delivered_until >= sent_at:
+        return "delivered"
+    return "sent"
+
+
+def _emit_delivery(session: AsyncSession, delivery: Delivery) -> None:
+    emit(
+        session,
+        DeliveryUpdated(
+            message_id=delivery.message_id,
+            chat_id=delivery.chat_id,
+            status=cast(DeliveryStatus, delivery.status),
+            platform_message_id=delivery.platform_message_id,
+            error=delivery.error,
+        ),
+        subject=delivery.chat_id,
+    )
+
+
+Senders = Mapping[str, ReplySender]
+
+
+async def deliver_reply(db: Database, senders: Senders, reply: ChatReplyPosted) -> None:
     message = reply.message
     async with db.transaction() as session:
         done = await session.get(Delivery, message.id)
         channel = await session.get(Channel, reply.channel_id)
     if done is not None:
         return  # redelivered event: this message was already sent (or failed for good)
+    sender = senders.get(channel.kind) if channel is not None else None
     if channel is None or not channel.active:
         outcome = Outcome("failed", error="The channel of this chat is no longer active.")
+    elif sender is None:
+        outcome = Outcome("failed", error=f"Replies to {channel.kind} channels are not supported.")
     else:
-        outcome = await send_telegram(bots.for_channel(channel), reply, policy)
+        outcome = await sender.send(channel, reply)
     async with db.transaction() as session:
-        session.add(
-            Delivery(
-                message_id=message.id,
-                chat_id=reply.chat_id,
-                channel_id=reply.channel_id,
-                status=outcome.status,
-                platform_message_id=outcome.platform_message_id,
-                error=outcome.error,
-                updated_at=utcnow(),
+        status = outcome.status
+        if status == "sent" and outcome.sent_at is not None:
+            thread = await session.get(
+                Thread, (reply.channel_id, reply.external_chat_id), with_for_update=True
             )
+            status = _reached(thread, outcome.sent_at)
+        if channel is not None and outcome.channel_health not in (None, channel.status):
+            await session.execute(
+                update(Channel)
+                .where(Channel.id == channel.id)
+                .values(status=outcome.channel_health)
+            )
+        delivery = Delivery(
+            message_id=message.id,
+            chat_id=reply.chat_id,
+            channel_id=reply.channel_id,
+            external_chat_id=reply.external_chat_id,
+            status=status,
+            platform_message_id=outcome.platform_message_id,
+            error=outcome.error,
+            sent_at=outcome.sent_at,
+            updated_at=utcnow(),
         )
-        emit(
-            session,
-            DeliveryUpdated(
-                message_id=message.id,
-                chat_id=reply.chat_id,
-                status=outcome.status,
-                platform_message_id=outcome.platform_message_id,
-                error=outcome.error,
-            ),
-            subject=reply.chat_id,
-        )
+        session.add(delivery)
+        _emit_delivery(session, delivery)

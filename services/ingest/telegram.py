@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC
 
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
 from aiogram.types import Message, Update
 
-from libs.common.events import Attachment, InboundMessage, Sender
+from libs.common.envelope import utcnow
+from libs.common.events import Attachment, ChatReplyPosted, InboundMessage, Sender
 from services.ingest.models import Channel
+from services.ingest.sending import Outcome, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +113,48 @@ class TelegramBots:
         for bot in self._bots.values():
             await bot.session.close()
         self._bots.clear()
+
+
+class TelegramSender:
+    """Replies through the Bot API (`ReplySender` for `telegram` channels)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.bots = TelegramBots()
+
+    async def send(self, channel: Channel, reply: ChatReplyPosted) -> Outcome:
+        """Send one reply, waiting out rate limits and outages; never more than the policy allows.
+
+        Retrying here, in order, rather than through the bus keeps a chat's replies in sequence.
+        """
+        bot, policy = self.bots.for_channel(channel), self.policy
+        for attempt in range(1, policy.attempts + 1):
+            retry_after: float | None = None
+            started = utcnow()
+            try:
+                sent = await bot.send_message(
+                    chat_id=int(reply.external_chat_id), text=reply.message.text or ""
+                )
+                return Outcome("sent", str(sent.message_id), sent_at=started, channel_health="ok")
+            except TelegramRetryAfter as exc:
+                reason, retry_after = "Telegram kept rate-limiting the bot", exc.retry_after
+            except (TelegramServerError, TelegramNetworkError):
+                reason = "Telegram could not be reached"
+            except TelegramForbiddenError:
+                return Outcome(
+                    "failed", error="The customer blocked the bot or deleted their account."
+                )
+            except TelegramUnauthorizedError:
+                return Outcome(
+                    "failed",
+                    error="The channel's bot token is no longer valid.",
+                    channel_health="token_invalid",
+                )
+            except TelegramBadRequest as exc:
+                return Outcome("failed", error=f"Telegram rejected the message: {exc.message}")
+            if attempt < policy.attempts:
+                await asyncio.sleep(policy.wait(attempt, retry_after))
+        return Outcome("failed", error=f"{reason}; gave up after {policy.attempts} attempts.")
+
+    async def close(self) -> None:
+        await self.bots.close()

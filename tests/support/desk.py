@@ -105,6 +105,27 @@ async def setup_desk(
     product: Product, fake: FakeTelegram
 ) -> tuple[Console, Console, dict[str, Any]]:
     """A new agent, queue and Telegram channel (names unique, as tests share the product)."""
+    admin, agent, queue = await agent_and_queue(product)
+    response = await admin.http.post(
+        "/api/admin/channels",
+        json={
+            "kind": "telegram",
+            "name": "Support bot",
+            "queue_id": queue["id"],
+            "token": BOT_TOKEN,
+            "secret": SECRET,
+            "api_base": fake.url,
+        },
+    )
+    assert response.status_code == 201, response.text
+    channel = response.json()
+    assert BOT_TOKEN not in response.text and SECRET not in response.text
+    anna = await Console.login(product, agent["username"], AGENT_PASSWORD)
+    return admin, anna, channel
+
+
+async def agent_and_queue(product: Product) -> tuple[Console, dict[str, Any], dict[str, Any]]:
+    """The admin's console, and a new agent in a new queue (names unique)."""
     suffix = secrets.token_hex(4)
     admin = await Console.login(product, "admin", ADMIN_PASSWORD)
     agent = (
@@ -129,22 +150,7 @@ async def setup_desk(
             },
         )
     ).json()
-    response = await admin.http.post(
-        "/api/admin/channels",
-        json={
-            "kind": "telegram",
-            "name": "Support bot",
-            "queue_id": queue["id"],
-            "token": BOT_TOKEN,
-            "secret": SECRET,
-            "api_base": fake.url,
-        },
-    )
-    assert response.status_code == 201, response.text
-    channel = response.json()
-    assert BOT_TOKEN not in response.text and SECRET not in response.text
-    anna = await Console.login(product, agent["username"], AGENT_PASSWORD)
-    return admin, anna, channel
+    return admin, agent, queue
 
 
 async def post_update(

@@ -1,0 +1,181 @@
+"""ingest's channels: creating them (with the platform's word on their credentials), changing
+their settings, their health, and the cache the webhooks read them from."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.common.db import Database
+from libs.common.envelope import new_id, utcnow
+from libs.common.settings import Settings
+from services.ingest.meta.graph import Credentials, Graph, GraphError, GraphUnreachable
+from services.ingest.models import (
+    PATCHABLE,
+    Channel,
+    ChannelPatch,
+    FacebookChannelIn,
+    TelegramChannelIn,
+)
+from services.ingest.sending import ChannelHealth
+
+
+class ChannelRefused(Exception):
+    """A channel that cannot be created as asked: `status` and `detail` for the API."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+async def check_facebook_page(graph: Graph, credentials: Credentials, page_id: str) -> None:
+    """Refuse a page token that Meta does not accept as the token of page `page_id`."""
+    try:
+        page = await graph.page(credentials)
+    except GraphUnreachable as exc:
+        raise ChannelRefused(
+            502, f"Facebook could not be reached to check the token ({exc})"
+        ) from exc
+    except GraphError as exc:
+        if exc.temporary:
+            raise ChannelRefused(502, "Facebook failed to check the token; try again") from exc
+        raise ChannelRefused(422, f"Facebook refused the page token: {exc.message}") from exc
+    if page.id != page_id:
+        raise ChannelRefused(
+            422,
+            f"the token speaks for {page.id!r}, not for page {page_id!r}: use a page "
+            "access token of that page",
+        )
+
+
+async def check_new_channel(
+    graph: Graph, data: TelegramChannelIn | FacebookChannelIn, settings: Settings
+) -> None:
+    if isinstance(data, FacebookChannelIn):
+        credentials = Credentials(
+            facebook_api_base(data, settings), data.page_token, data.app_secret
+        )
+        await check_facebook_page(graph, credentials, data.page_id)
+
+
+async def create_channel(
+    session: AsyncSession, data: TelegramChannelIn | FacebookChannelIn, settings: Settings
+) -> Channel:
+    channel = Channel(
+        id=new_id(),
+        kind=data.kind,
+        name=data.name,
+        queue_id=data.queue_id,
+        human_agent_tag=False,
+        status="ok",
+        active=True,
+        created_at=utcnow(),
+    )
+    if isinstance(data, FacebookChannelIn):
+        taken = await session.scalar(
+            select(Channel.id).where(
+                Channel.kind == "facebook", Channel.external_id == data.page_id
+            )
+        )
+        if taken is not None:
+            raise ChannelRefused(409, f"page {data.page_id} already has channel {taken}")
+        channel.api_base = facebook_api_base(data, settings)
+        channel.external_id = data.page_id
+        channel.token, channel.secret = data.page_token, data.app_secret
+        channel.verify_token = data.verify_token
+        channel.human_agent_tag = data.human_agent_tag
+    else:
+        channel.api_base = (data.api_base or settings.telegram_api_base).rstrip("/")
+        channel.token, channel.secret = data.token, data.secret
+    session.add(channel)
+    return channel
+
+
+def facebook_api_base(data: FacebookChannelIn, settings: Settings) -> str:
+    return (data.api_base or settings.facebook_api_base).rstrip("/")
+
+
+async def get_channel(session: AsyncSession, channel_id: str) -> Channel | None:
+    return await session.get(Channel, channel_id)
+
+
+async def check_patch(graph: Graph, channel: Channel, patch: ChannelPatch) -> None:
+    """Refuse settings the channel's kind does not have, and new credentials Meta refuses."""
+    foreign = patch.fields() - PATCHABLE[channel.kind]
+    if foreign:
+        raise ChannelRefused(422, f"a {channel.kind} channel has no {', '.join(sorted(foreign))}")
+    if channel.kind == "facebook" and patch.fields() & {"page_token", "app_secret"}:
+        credentials = Credentials(
+            channel.api_base,
+            patch.page_token or channel.token,
+            patch.app_secret or channel.secret,
+        )
+        await check_facebook_page(graph, credentials, channel.external_id or "")
+
+
+def apply_patch(channel: Channel, patch: ChannelPatch) -> None:
+    """Take the new settings (checked by `check_patch`); new credentials clear the health flag."""
+    channel.name = patch.name or channel.name
+    channel.token = patch.token or patch.page_token or channel.token
+    channel.secret = patch.secret or patch.app_secret or channel.secret
+    channel.verify_token = patch.verify_token or channel.verify_token
+    if patch.human_agent_tag is not None:
+        channel.human_agent_tag = patch.human_agent_tag
+    if patch.fields() & {"token", "page_token"}:
+        channel.status = "ok"
+
+
+async def set_channel_health(db: Database, channel_id: str, health: ChannelHealth) -> None:
+    async with db.transaction() as session:
+        await session.execute(update(Channel).where(Channel.id == channel_id).values(status=health))
+
+
+class ChannelCache:
+    """Channels by id (and Facebook channels by page) for the webhooks, re-read after `ttl_s`:
+    one query less per update.
+
+    A deactivated channel or a changed secret takes effect within `ttl_s`.
+    """
+
+    def __init__(self, db: Database, ttl_s: float = 5.0) -> None:
+        self.db = db
+        self.ttl_s = ttl_s
+        self._entries: dict[tuple[str, str], tuple[float, Channel | None]] = {}
+
+    async def get(self, channel_id: str) -> Channel | None:
+        query = select(Channel).where(Channel.id == channel_id)
+        return await self._cached(("id", channel_id), query)
+
+    async def facebook_page(self, page_id: str) -> Channel | None:
+        return await self._cached(
+            ("facebook", page_id),
+            select(Channel).where(Channel.kind == "facebook", Channel.external_id == page_id),
+        )
+
+    async def _cached(self, key: tuple[str, str], query: Select[Channel]) -> Channel | None:
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is None or now - entry[0] > self.ttl_s:
+            async with self.db.sessions() as session:
+                channel = await session.scalar(query)
+            if len(self._entries) > 10_000:  # unknown ids posted at us must not grow it forever
+                self._entries.clear()
+            entry = self._entries[key] = (now, channel)
+        return entry[1]
+
+
+async def list_channels(session: AsyncSession) -> list[Channel]:
+    return list((await session.scalars(select(Channel).order_by(Channel.created_at))).all())
+
+
+def secret_matches(expected: str | None, presented: str | None) -> bool:
+    """Constant-time comparison of a webhook secret (Telegram's, Meta's verify token)."""
+    return (
+        expected is not None
+        and presented is not None
+        and hmac.compare_digest(presented.encode(), expected.encode())
+    )

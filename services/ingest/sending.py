@@ -1,0 +1,47 @@
+"""Sending an agent's reply to a platform: the interface every platform's sender implements.
+
+`service.deliver_reply` picks the sender for the channel's kind, lets it try (and retry), then
+records the `Outcome` as the message's delivery status. A sender never touches the deliveries
+table: what it reports is all the recording needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from libs.common.events import ChatReplyPosted, DeliveryStatus
+from services.ingest.models import Channel
+
+ChannelHealth = Literal["ok", "token_invalid"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a reply keeps trying before the agent is told it failed."""
+
+    attempts: int
+    backoff_s: float
+    max_wait_s: float = 60.0
+
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        return min(retry_after or self.backoff_s * 2 ** (attempt - 1), self.max_wait_s)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: DeliveryStatus
+    platform_message_id: str | None = None
+    error: str | None = None
+    # When the platform was asked (the last part's request): receipts whose watermark reaches
+    # this time cover the message, so it is taken before the request, never after.
+    sent_at: datetime | None = None
+    # What the attempt taught us about the channel's credentials, if anything.
+    channel_health: ChannelHealth | None = None
+
+
+class ReplySender(Protocol):
+    """One platform's way of sending a text reply, retries included."""
+
+    async def send(self, channel: Channel, reply: ChatReplyPosted) -> Outcome: ...
