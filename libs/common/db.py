@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
@@ -45,6 +46,13 @@ from libs.common.settings import Settings
 OUTBOX_LEASE = timedelta(seconds=30)
 # Committed rows kept in memory for the relay at most; beyond, rows wait for their lease to run out.
 HANDOFF_LIMIT = 50_000
+
+
+# JSON columns (event payloads, attachments) through orjson rather than the stdlib's json.
+_JSON_CODEC: dict[str, Any] = {
+    "json_serializer": lambda value: orjson.dumps(value).decode(),
+    "json_deserializer": orjson.loads,
+}
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -107,10 +115,11 @@ class Database:
                 # dropped fails one unit of work, which the bus or the client retries.
                 pool_recycle=3600,
                 connect_args={"server_settings": {"search_path": service}},
+                **_JSON_CODEC,
             )
         else:
             path = settings.data_path / f"{service}.db"
-            self.engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+            self.engine = create_async_engine(f"sqlite+aiosqlite:///{path}", **_JSON_CODEC)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             # SQLite has one writer per file; queueing writers here beats "database is locked".
             self._write_lock = asyncio.Lock()
