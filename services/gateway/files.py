@@ -13,7 +13,8 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from fastapi import HTTPException, Request, Response, UploadFile, status
+from fastapi import HTTPException, Request, Response, status
+from starlette.datastructures import UploadFile  # what forms hold (FastAPI's is a subclass)
 
 from libs.common.blobs import Blob
 
