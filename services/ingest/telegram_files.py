@@ -8,7 +8,6 @@ large chatdesk's own limit is.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -38,12 +37,14 @@ from services.ingest.files import (
 from services.ingest.models import Channel
 from services.ingest.telegram import DOWNLOAD_LIMIT, TelegramBots
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
 DOWNLOAD_TIMEOUT_S = 120
-TOO_BIG = FileTooLarge(f"Telegram lets bots download files of at most {megabytes(DOWNLOAD_LIMIT)}.")
+
+
+def too_big() -> FileTooLarge:
+    return FileTooLarge(
+        f"Telegram lets bots download files of at most {megabytes(DOWNLOAD_LIMIT)}."
+    )
 
 
 class TelegramFiles:
@@ -75,12 +76,12 @@ class TelegramFiles:
     async def _download(self, channel: Channel, file_id: str, limit: int) -> tuple[bytes, str]:
         bot = self.bots.for_channel(channel)
         limit = min(limit, DOWNLOAD_LIMIT)
-        over = TOO_BIG if limit == DOWNLOAD_LIMIT else too_large(limit)
+        over = too_big() if limit == DOWNLOAD_LIMIT else too_large(limit)
         try:
             file = await _call(bot.get_file(file_id))
         except FetchFailed as failed:
-            if "too big" in failed.reason.lower():
-                raise over from None
+            if "too big" in failed.reason.lower():  # Telegram's own 20 MB limit
+                raise too_big() from None
             raise
         if file.file_size is not None and file.file_size > limit:
             raise over
