@@ -119,7 +119,7 @@ class Fetcher:
         self.concurrency = concurrency
         self.poll_s = poll_s
         self._wake = asyncio.Event()
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], _Job] = {}
         self._loop: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -133,11 +133,23 @@ class Fetcher:
         self._loop = asyncio.create_task(self._run(), name="ingest:fetcher")
 
     async def stop(self) -> None:
+        unfinished = list(self._running.values())
         tasks = [t for t in (self._loop, *self._running) if t is not None]
         for task in tasks:
             task.cancel()
-        # Cancelled downloads keep their lease; another worker takes them when it runs out.
         await asyncio.gather(*tasks, return_exceptions=True)
+        if unfinished:
+            # Interrupted downloads are anyone's again at once, not when their lease runs out.
+            try:
+                async with self.db.transaction() as session:
+                    for job in unfinished:
+                        await session.execute(
+                            update(FETCHES)
+                            .where(FETCHES.c.id == job.id, FETCHES.c.lease_id == job.lease_id)
+                            .values(due_at=utcnow(), lease_id=None)
+                        )
+            except Exception:  # their leases run out instead
+                log.exception("could not hand back interrupted downloads")
 
     async def _run(self) -> None:
         while True:
@@ -151,13 +163,13 @@ class Fetcher:
                     jobs = []
                 for job in jobs:
                     task = asyncio.create_task(self._work(job), name=f"fetch:{job.id}")
-                    self._running.add(task)
+                    self._running[task] = job
                     task.add_done_callback(self._finished)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         self._wake.set()  # a free slot
 
     async def _lease(self, count: int) -> list[_Job]:

@@ -226,3 +226,35 @@ async def test_a_picture_is_reported_for_the_contact_and_none_is_quietly_none(
     assert picture["contact_id"] == contacts[0] and picture["content_type"] == "image/jpeg"
     blob = await blobs.get(picture["blob_key"])
     assert blob is not None and blob.data == JPEG  # the largest size
+
+
+async def test_a_download_interrupted_by_shutdown_is_handed_back(
+    db: Database, channel: Channel, fake_telegram: FakeTelegram, blobs: DirectoryBlobStore
+) -> None:
+    file_id = fake_telegram.add_file(JPEG, "photos", "jpg")
+    fake_telegram.delays["download"] = 2  # long enough to stop the worker mid-download
+    bots = TelegramBots()
+    worker = fetching.Fetcher(
+        db,
+        blobs,
+        ChannelCache(db),
+        {"telegram": TelegramFiles(bots)},
+        RetryPolicy(attempts=3, backoff_s=0.05),
+        limit=1024 * 1024,
+    )
+    await worker.start()
+    attachment = Attachment(kind="photo", platform_file_id=file_id)
+    async with db.transaction() as session:
+        await fetching.add_jobs(session, fetching.attachment_jobs(channel.id, [attachment]))
+    worker.wake()
+    async with asyncio.timeout(10):
+        while not fake_telegram.downloads:
+            await asyncio.sleep(0.05)
+
+    await worker.stop()
+    await bots.close()
+
+    async with db.sessions() as session:
+        job = (await session.execute(select(fetching.FETCHES))).one()
+    assert job.id == attachment.id and job.lease_id is None and job.due_at <= utcnow()
+    assert await outbox(db, "inbound.attachment_fetched") == []
