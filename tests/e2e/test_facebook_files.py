@@ -73,7 +73,7 @@ async def test_facebook_files_in_and_out(product: Product, fake_facebook: FakeFa
         )
         response = await post_webhook(product, channel["id"], webhook(page, files), page.app_secret)
         assert response.status_code == 200
-        messages = await eventually(lambda: anna.messages(chat_id), settled)
+        messages = await eventually(lambda: anna.messages(chat_id), settled(3))
 
         photo, invoice, gone = messages[-1]["attachments"]
         assert (photo["kind"], photo["state"], photo["mime_type"]) == (

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -87,9 +88,14 @@ def document(fake: FakeTelegram, data: bytes, name: str, mime: str, size: int | 
     }
 
 
-def settled(messages: list[dict[str, Any]]) -> bool:
-    files = [a for m in messages for a in m["attachments"]]
-    return bool(files) and all(a["state"] != "pending" for a in files)
+def settled(count: int) -> Callable[[list[dict[str, Any]]], bool]:
+    """Whether the messages hold `count` files, none of them pending any more."""
+
+    def ready(messages: list[dict[str, Any]]) -> bool:
+        files = [a for m in messages for a in m["attachments"]]
+        return len(files) == count and all(a["state"] != "pending" for a in files)
+
+    return ready
 
 
 async def test_customer_files_are_stored_and_served_to_whoever_may_see_the_chat(
@@ -111,13 +117,13 @@ async def test_customer_files_are_stored_and_served_to_whoever_may_see_the_chat(
         chat_id = (await stream.wait_for("chat.offered"))["data"]["chat_id"]
 
         # Telegram is slow to give the photo: the message shows first, its file pending.
-        fake_telegram.delays["getFile"] = 1.0
+        fake_telegram.delays["getFile"] = 2.0
         answered = time.monotonic()
         response = await post_update(
             product, channel["id"], media_update(2, user, photo=photo, caption="Broken!")
         )
         assert response.status_code == 200
-        assert time.monotonic() - answered < 1.0  # the webhook did not wait for the download
+        assert time.monotonic() - answered < 1.5  # the webhook did not wait for the download
         received = await stream.wait_for("chat.message_received", message__text="Broken!")
         assert received["data"]["message"]["attachments"][0]["state"] == "pending"
         updated = await stream.wait_for(
@@ -130,7 +136,7 @@ async def test_customer_files_are_stored_and_served_to_whoever_may_see_the_chat(
 
         await post_update(product, channel["id"], media_update(3, user, document=pdf))
         await post_update(product, channel["id"], media_update(4, user, document=film))
-        messages = await eventually(lambda: anna.messages(chat_id), settled)
+        messages = await eventually(lambda: anna.messages(chat_id), settled(3))
         seen.frames(stream)
 
     by_name = {a["name"]: a for m in messages for a in m["attachments"]}
