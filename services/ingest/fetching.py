@@ -34,7 +34,7 @@ from libs.common.events import Attachment, AttachmentFetched, ContactCreated, Pi
 from libs.common.outbox import emit
 from services.ingest.channels import ChannelCache
 from services.ingest.files import FetchFailed, FileSource, FileTooLarge
-from services.ingest.models import Fetch
+from services.ingest.models import Channel, Fetch
 from services.ingest.sending import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -208,9 +208,11 @@ class Fetcher:
             outcome = await self._fetch(job)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug or the blob store: try again later, like an outage
+        except Exception:  # a bug, or the blob store: try again later, like an outage
             log.exception("file download failed", extra={"fetch_id": job.id})
             outcome = _Retry("Something went wrong storing the file.")
+            if job.attempts + 1 >= self.policy.attempts:
+                outcome = self._given_up(job, outcome.reason)
         try:
             await self._record(job, outcome)
         except Exception:  # the lease runs out and the job is tried again
@@ -253,8 +255,20 @@ class Fetcher:
             attachment=result.model_copy(update={"platform_file_id": None}),
         )
 
+    def _given_up(self, job: _Job, reason: str) -> Event | None:
+        """What is reported of a job that kept failing: a failed file, or no picture."""
+        if job.kind == "picture":
+            return None
+        attachment = Attachment.model_validate(job.payload)
+        return AttachmentFetched(
+            channel_id=job.channel_id,
+            attachment=attachment.model_copy(
+                update={"state": "failed", "error": reason, "platform_file_id": None}
+            ),
+        )
+
     async def _picture(
-        self, job: _Job, channel: Any, source: FileSource | None
+        self, job: _Job, channel: Channel | None, source: FileSource | None
     ) -> PictureFetched | _Retry | None:
         contact_id, user_id = job.payload["contact_id"], job.payload["user_id"]
         if channel is None or source is None or not channel.active:

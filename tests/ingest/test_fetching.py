@@ -258,3 +258,33 @@ async def test_a_download_interrupted_by_shutdown_is_handed_back(
         job = (await session.execute(select(fetching.FETCHES))).one()
     assert job.id == attachment.id and job.lease_id is None and job.due_at <= utcnow()
     assert await outbox(db, "inbound.attachment_fetched") == []
+
+
+async def test_a_store_that_keeps_failing_fails_the_file_in_the_end(
+    db: Database, channel: Channel, fake_telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    not_a_folder = tmp_path / "occupied"
+    not_a_folder.write_text("a file where the store's folder should be")
+    bots = TelegramBots()
+    worker = fetching.Fetcher(
+        db,
+        DirectoryBlobStore(not_a_folder / "blobs"),
+        ChannelCache(db),
+        {"telegram": TelegramFiles(bots)},
+        RetryPolicy(attempts=2, backoff_s=0.05),
+        limit=1024 * 1024,
+        poll_s=0.1,
+    )
+    await worker.start()
+    file_id = fake_telegram.add_file(JPEG, "photos", "jpg")
+    try:
+        failed = await download(
+            db, worker, channel, Attachment(kind="photo", platform_file_id=file_id)
+        )
+    finally:
+        await worker.stop()
+        await bots.close()
+
+    assert failed["state"] == "failed"
+    assert failed["error"] == "Something went wrong storing the file."
+    assert len(fake_telegram.downloads) == 2
