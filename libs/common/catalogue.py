@@ -29,14 +29,17 @@ SOURCES: dict[str, str] = {
     "chat.completed": "chat",
     "chat.message_received": "chat",
     "chat.message_status_changed": "chat",
+    "chat.message_updated": "chat",
     "chat.offered": "routing",
     "chat.opened": "chat",
     "chat.queued": "routing",
     "chat.reply_posted": "chat",
     "contact.created": "contacts",
+    "inbound.attachment_fetched": "ingest",
     "inbound.received": "ingest",
     "inbound.resolved": "contacts",
     "message.delivery_updated": "ingest",
+    "profile.picture_fetched": "ingest",
 }
 # Declared in the catalogue but not published by any service yet.
 

@@ -12,12 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from libs.common.envelope import Event, utcnow
+from libs.common.envelope import Event, new_id, utcnow
 
 Platform = Literal["telegram", "facebook"]
 Direction = Literal["in", "out"]
 DeliveryStatus = Literal["pending", "sent", "delivered", "read", "failed"]
 AgentStatus = Literal["active", "inactive"]
+AttachmentState = Literal["pending", "stored", "too_large", "failed"]
 
 
 class _Part(BaseModel):
@@ -39,14 +40,32 @@ class Sender(_Part):
 
 
 class Attachment(_Part):
+    """A file in a message: a customer's (downloaded by ingest after the webhook answered) or an
+    agent's (stored when it was uploaded)."""
+
+    id: str = Field(
+        default_factory=new_id,
+        description="Stable id, given when the message is accepted; the console downloads the "
+        "file as `GET /api/files/{id}` once `state` is `stored`.",
+    )
     kind: str = Field(description="photo, document, voice, audio, video, sticker, location, ...")
     name: str | None = None
     mime_type: str | None = None
-    size: int | None = None
+    size: int | None = Field(default=None, description="Bytes, when known.")
+    state: AttachmentState = Field(
+        default="pending",
+        description="pending (not downloaded yet), stored (in chatdesk's blob store), too_large "
+        "(over the platform's or chatdesk's size limit: name and size only), failed (see "
+        "`error`).",
+    )
+    error: str | None = Field(default=None, description="Why the file could not be stored.")
+    blob_key: str | None = Field(
+        default=None, description="The file's key in chatdesk's blob store, once stored."
+    )
     platform_file_id: str | None = Field(
         default=None,
-        description="Where the platform keeps the file: Telegram's file_id; for Facebook, the "
-        "file's URL, which expires.",
+        description="Where the platform keeps the file (Telegram's file_id; for Facebook, the "
+        "file's URL, which expires). Only in `inbound.received`: it is ingest's business.",
     )
 
 
@@ -208,6 +227,38 @@ class DeliveryUpdated(Event):
     status: DeliveryStatus
     platform_message_id: str | None = None
     error: str | None = Field(default=None, description="Human-readable reason when failed.")
+
+
+class AttachmentFetched(Event):
+    """ingest downloaded a customer's file into the blob store, or gave up on it (too large,
+    failed)."""
+
+    type = "inbound.attachment_fetched"
+
+    channel_id: str
+    attachment: Attachment = Field(description="With its final `state` (and `blob_key`).")
+
+
+class PictureFetched(Event):
+    """ingest stored a new contact's profile picture (from the platform) in the blob store."""
+
+    type = "profile.picture_fetched"
+
+    contact_id: str
+    channel_id: str
+    blob_key: str
+    content_type: str
+    size: int
+
+
+class ChatMessageUpdated(Event):
+    """A message changed after it was posted: one of its files was stored, or could not be."""
+
+    type = "chat.message_updated"
+
+    chat_id: str
+    agent_id: str | None = Field(description="The agent holding the chat (offered or owner).")
+    message: MessageView
 
 
 class AgentStatusChanged(Event):

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import MetaData
 
+from libs.common.blobs import BlobStore, open_blob_store
 from libs.common.bus import Bus
 from libs.common.db import Database
 from libs.common.handlers import Consumers
@@ -49,6 +50,14 @@ class Runtime:
         )
         self.local_apps: dict[str, FastAPI] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._blobs: BlobStore | None = None
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The file store, one per process: services that run together share it."""
+        if self._blobs is None:
+            self._blobs = open_blob_store(self.settings)
+        return self._blobs
 
     def client(self, service: str) -> httpx.AsyncClient:
         """HTTP client for a peer's internal API: in-process when it runs here, else over TCP."""
@@ -80,6 +89,8 @@ class Runtime:
     async def close(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+        if self._blobs is not None:
+            await self._blobs.close()
 
 
 @dataclass

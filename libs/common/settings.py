@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,12 @@ class Settings(BaseSettings):
     delivery_attempts: int = Field(default=5, ge=1)
     delivery_backoff_s: float = 1.0
 
+    # Files (architecture decision 12): where they are kept, and how large one may be.
+    blob_store: Literal["auto", "directory", "postgres"] = "auto"
+    blob_dir: Path | None = None  # directory store; CHATDESK_DATA_DIR/blobs when unset
+    blob_database_url: str | None = None  # postgres store; DATABASE_URL when unset
+    max_file_mb: float = Field(default=25.0, gt=0)
+
     token_ttl_hours: int = 12
     telegram_api_base: str = "https://api.telegram.org"
     # Graph API, with the version the Messenger calls are written against.
@@ -94,6 +101,10 @@ class Settings(BaseSettings):
         path = self.data_dir.resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
 
     def port(self, service: str) -> int:
         port: int = getattr(self, f"{service}_port")

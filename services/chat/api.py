@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.db import Database
 from libs.common.events import MessageView
 from services.chat import service
-from services.chat.models import Chat, ChatOut, CompleteIn, ReplyIn
+from services.chat.models import AttachmentOut, Chat, ChatOut, CompleteIn, ReplyIn
 
 
 def internal_router(db: Database) -> APIRouter:
@@ -39,17 +39,26 @@ def internal_router(db: Database) -> APIRouter:
     async def list_messages(chat_id: str) -> list[MessageView]:
         async with db.sessions() as session:
             await load(session, chat_id)
-            return [m.view() for m in await service.messages_of(session, chat_id)]
+            return await service.messages_of(session, chat_id)
 
     @router.post("/chats/{chat_id}/replies", status_code=status.HTTP_201_CREATED)
     async def post_reply(chat_id: str, reply: ReplyIn) -> MessageView:
         async with db.transaction() as session:
             chat = await load(session, chat_id)
             try:
-                message = await service.post_reply(session, chat, reply.agent_id, reply.text)
+                return await service.post_reply(
+                    session, chat, reply.agent_id, reply.text, reply.file
+                )
             except service.ChatClosed as exc:
                 raise HTTPException(status.HTTP_409_CONFLICT, "the chat is completed") from exc
-        return message.view()
+
+    @router.get("/attachments/{attachment_id}")
+    async def get_attachment(attachment_id: str) -> AttachmentOut:
+        async with db.sessions() as session:
+            found = await service.get_file(session, attachment_id)
+        if found is None or found.chat_id is None or found.message_id is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown file")
+        return AttachmentOut.model_validate(found, from_attributes=True)
 
     @router.post("/chats/{chat_id}/complete")
     async def complete(chat_id: str, body: CompleteIn) -> ChatOut:

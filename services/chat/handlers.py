@@ -5,7 +5,13 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
-from libs.common.events import ChatAccepted, ChatOffered, DeliveryUpdated, InboundResolved
+from libs.common.events import (
+    AttachmentFetched,
+    ChatAccepted,
+    ChatOffered,
+    DeliveryUpdated,
+    InboundResolved,
+)
 from libs.common.handlers import Consumers
 from services.chat import service
 
@@ -32,3 +38,8 @@ async def record_acceptance(session: AsyncSession, event: ChatAccepted, _: Envel
 @consumers.on(DeliveryUpdated)
 async def record_delivery(session: AsyncSession, event: DeliveryUpdated, _: Envelope) -> None:
     await service.record_delivery(session, event)
+
+
+@consumers.on(AttachmentFetched)
+async def record_file(session: AsyncSession, event: AttachmentFetched, _: Envelope) -> None:
+    await service.record_file(session, event)

@@ -1,12 +1,12 @@
-"""chat's tables: chats and their messages."""
+"""chat's tables: chats, their messages, and the messages' files (attachments)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Self
 
-from pydantic import BaseModel, Field
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
+from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from libs.common.db import UTCDateTime, bus_tables
@@ -63,25 +63,64 @@ class Message(Base):
     chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id"), index=True)
     direction: Mapped[str] = mapped_column(String(3))
     text: Mapped[str | None] = mapped_column(Text)
-    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     external_message_id: Mapped[str | None] = mapped_column(String(100))
     author_agent_id: Mapped[str | None] = mapped_column(String(36))
     delivery_status: Mapped[str | None] = mapped_column(String(20))
     delivery_error: Mapped[str | None] = mapped_column(Text)
 
-    def view(self) -> MessageView:
+    def view(self, attachments: list[Attachment]) -> MessageView:
         return MessageView(
             id=self.id,
             chat_id=self.chat_id,
             direction=self.direction,
             text=self.text,
-            attachments=[Attachment.model_validate(a) for a in self.attachments],
+            attachments=attachments,
             created_at=self.created_at,
             author_agent_id=self.author_agent_id,
             delivery_status=self.delivery_status,
             delivery_error=self.delivery_error,
         )
+
+
+class MessageFile(Base):
+    """A file of a message, and how far getting it has come.
+
+    ingest may report a customer's file before the message reaches chat (the download races the
+    contact lookup): the row is then made from the report, without `message_id`, and the message
+    joins it when it arrives.
+    """
+
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    message_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    chat_id: Mapped[str | None] = mapped_column(String(36))
+    position: Mapped[int] = mapped_column(default=0)
+    kind: Mapped[str] = mapped_column(String(30))
+    name: Mapped[str | None] = mapped_column(String(300))
+    mime_type: Mapped[str | None] = mapped_column(String(200))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    blob_key: Mapped[str | None] = mapped_column(String(64))
+
+    def view(self) -> Attachment:
+        return Attachment.model_validate(self, from_attributes=True)
+
+
+class AttachmentOut(BaseModel):
+    """A file as the gateway needs it to serve it: whose chat, and where its bytes are."""
+
+    id: str
+    chat_id: str
+    message_id: str
+    kind: str
+    name: str | None
+    mime_type: str | None
+    size: int | None
+    state: str
+    blob_key: str | None
 
 
 class ChatOut(BaseModel):
@@ -104,9 +143,26 @@ class ChatOut(BaseModel):
         return cls.model_validate(chat, from_attributes=True)
 
 
+class ReplyFile(BaseModel):
+    """An agent's file, already in the blob store."""
+
+    blob_key: str = Field(pattern=r"^[0-9a-f]{64}$")
+    kind: str = Field(pattern=r"^(photo|document)$")
+    name: str = Field(min_length=1, max_length=300)
+    mime_type: str = Field(min_length=1, max_length=200)
+    size: int = Field(ge=1)
+
+
 class ReplyIn(BaseModel):
     agent_id: str
-    text: str = Field(min_length=1, max_length=20_000)
+    text: str | None = Field(default=None, min_length=1, max_length=20_000)
+    file: ReplyFile | None = None
+
+    @model_validator(mode="after")
+    def _something_to_send(self) -> Self:
+        if self.text is None and self.file is None:
+            raise ValueError("a reply needs text or a file")
+        return self
 
 
 class CompleteIn(BaseModel):

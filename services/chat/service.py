@@ -1,20 +1,24 @@
-"""chat's operations: threading customer messages, replies, the chat lifecycle."""
+"""chat's operations: threading customer messages, replies, their files, the chat lifecycle."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import UTCDateTime, insert_ignore
+from libs.common.db import UTCDateTime, insert_ignore, upsertable
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
+    Attachment,
+    AttachmentFetched,
     ChatAccepted,
     ChatCompleted,
     ChatMessageReceived,
     ChatMessageStatusChanged,
+    ChatMessageUpdated,
     ChatOffered,
     ChatOpened,
     ChatReplyPosted,
@@ -23,7 +27,7 @@ from libs.common.events import (
     MessageView,
 )
 from libs.common.outbox import emit
-from services.chat.models import Chat, Message
+from services.chat.models import Chat, Message, MessageFile, ReplyFile
 
 PREVIEW = 200
 
@@ -34,6 +38,7 @@ class ChatClosed(Exception):
 
 CHATS = cast(Table, Chat.__table__)
 MESSAGES = cast(Table, Message.__table__)
+FILES = cast(Table, MessageFile.__table__)
 
 
 async def _open_chats(
@@ -101,6 +106,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
             emit(session, o, subject=o.chat_id)
 
     views: list[tuple[MessageView, str | None, str | None]] = []
+    files: list[dict[str, Any]] = []
     for resolved in batch:
         key = (resolved.contact_id, resolved.message.channel_id)
         if key in opened:
@@ -113,10 +119,15 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
             chat_id=chat_id,
             direction="in",
             text=inbound.text,
-            attachments=inbound.attachments,
+            attachments=[
+                a.model_copy(update={"platform_file_id": None}) for a in inbound.attachments
+            ],
             created_at=inbound.received_at,
         )
         views.append((view, agent_id, inbound.external_message_id))
+        files.extend(
+            _file_row(a, view.id, chat_id, position) for position, a in enumerate(view.attachments)
+        )
     await session.execute(
         insert(MESSAGES),
         [
@@ -125,13 +136,18 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
                 "chat_id": view.chat_id,
                 "direction": "in",
                 "text": view.text,
-                "attachments": [a.model_dump(mode="json") for a in view.attachments],
                 "created_at": view.created_at,
                 "external_message_id": external_id,
             }
             for view, _, external_id in views
         ],
     )
+    if files:
+        known = await _save_inbound_files(session, files)
+        views = [
+            (v.model_copy(update={"attachments": [known[a.id] for a in v.attachments]}), a, x)
+            for v, a, x in views
+        ]
     continued = [(chats[key][0], r) for key, r in latest.items() if key not in opened]
     if continued:
         at = bindparam("at", type_=UTCDateTime)
@@ -158,7 +174,131 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
 
 
 def _preview(resolved: InboundResolved) -> str:
-    return (resolved.message.text or "")[:PREVIEW]
+    return preview(resolved.message.text, resolved.message.attachments)
+
+
+def preview(text: str | None, attachments: Sequence[Attachment]) -> str:
+    """What a chat list shows of its last message: its text, else what its first file is."""
+    if text:
+        return text[:PREVIEW]
+    if attachments:
+        first = attachments[0]
+        return f"[{first.kind}] {first.name or ''}".strip()[:PREVIEW]
+    return ""
+
+
+def _file_row(
+    attachment: Attachment, message_id: str | None, chat_id: str | None, position: int
+) -> dict[str, Any]:
+    return {
+        "id": attachment.id,
+        "message_id": message_id,
+        "chat_id": chat_id,
+        "position": position,
+        "kind": attachment.kind,
+        "name": attachment.name,
+        "mime_type": attachment.mime_type,
+        "size": attachment.size,
+        "state": attachment.state,
+        "error": attachment.error,
+        "blob_key": attachment.blob_key,
+    }
+
+
+async def _save_inbound_files(
+    session: AsyncSession, rows: list[dict[str, Any]]
+) -> dict[str, Attachment]:
+    """Record the files of new customer messages; each as it now stands, by id.
+
+    A file that ingest already reported (it was quicker than the contact lookup) keeps what the
+    report said; it only learns its message.
+    """
+    upsert = upsertable(session, FILES)
+    result = await session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "message_id": upsert.excluded.message_id,
+                "chat_id": upsert.excluded.chat_id,
+                "position": upsert.excluded.position,
+            },
+        ).returning(*FILES.c),
+        rows,
+    )
+    return {row.id: _attachment(row) for row in result}
+
+
+def _attachment(row: Any) -> Attachment:
+    return Attachment(
+        id=row.id,
+        kind=row.kind,
+        name=row.name,
+        mime_type=row.mime_type,
+        size=row.size,
+        state=row.state,
+        error=row.error,
+        blob_key=row.blob_key,
+    )
+
+
+async def files_of(
+    session: AsyncSession, message_ids: Sequence[str]
+) -> dict[str, list[Attachment]]:
+    """The files of these messages, in their order, by message id."""
+    found: dict[str, list[Attachment]] = defaultdict(list)
+    if message_ids:
+        rows = await session.execute(
+            select(FILES)
+            .where(FILES.c.message_id.in_(message_ids))
+            .order_by(FILES.c.message_id, FILES.c.position)
+        )
+        for row in rows:
+            found[row.message_id].append(_attachment(row))
+    return found
+
+
+async def record_file(session: AsyncSession, fetched: AttachmentFetched) -> None:
+    """ingest's word on a customer's file: stored, too large, or failed.
+
+    Only a pending file changes (a repeated report changes nothing); if its message is here
+    already, the console hears of it.
+    """
+    a = fetched.attachment
+    upsert = upsertable(session, FILES)
+    changed = (
+        await session.execute(
+            upsert.values(_file_row(a, None, None, 0))
+            .on_conflict_do_update(
+                index_elements=["id"],
+                set_={
+                    column: getattr(upsert.excluded, column)
+                    for column in ("name", "mime_type", "size", "state", "error", "blob_key")
+                },
+                where=FILES.c.state == "pending",
+            )
+            .returning(FILES.c.message_id)
+        )
+    ).first()
+    if changed is None or changed.message_id is None:
+        return  # a repeat, or the message is still on its way: it will carry the news
+    message = await session.get(Message, changed.message_id)
+    if message is None:
+        return
+    agent_id = await session.scalar(select(CHATS.c.agent_id).where(CHATS.c.id == message.chat_id))
+    files = await files_of(session, [message.id])
+    emit(
+        session,
+        ChatMessageUpdated(
+            chat_id=message.chat_id, agent_id=agent_id, message=message.view(files[message.id])
+        ),
+        subject=message.chat_id,
+    )
+
+
+async def get_file(session: AsyncSession, file_id: str) -> MessageFile | None:
+    """A file of a message (one reported before its message arrived is not yet anyone's)."""
+    found = await session.get(MessageFile, file_id)
+    return found if found is not None and found.message_id is not None else None
 
 
 async def record_offers(session: AsyncSession, offers: Sequence[ChatOffered]) -> None:
@@ -179,7 +319,14 @@ async def record_acceptance(session: AsyncSession, accepted: ChatAccepted) -> No
     )
 
 
-async def post_reply(session: AsyncSession, chat: Chat, agent_id: str, text: str) -> Message:
+async def post_reply(
+    session: AsyncSession,
+    chat: Chat,
+    agent_id: str,
+    text: str | None,
+    file: ReplyFile | None = None,
+) -> MessageView:
+    """An agent's reply, text or a file (already in the blob store) with an optional caption."""
     if chat.status == "completed":
         raise ChatClosed(chat.id)
     now = utcnow()
@@ -188,15 +335,27 @@ async def post_reply(session: AsyncSession, chat: Chat, agent_id: str, text: str
         chat_id=chat.id,
         direction="out",
         text=text,
-        attachments=[],
         created_at=now,
         author_agent_id=agent_id,
         delivery_status="pending",
     )
     session.add(message)
+    attachments = []
+    if file is not None:
+        attachment = Attachment(
+            kind=file.kind,
+            name=file.name,
+            mime_type=file.mime_type,
+            size=file.size,
+            state="stored",
+            blob_key=file.blob_key,
+        )
+        session.add(MessageFile(**_file_row(attachment, message.id, chat.id, 0)))
+        attachments.append(attachment)
     chat.last_message_at = now
-    chat.last_message_preview = text[:PREVIEW]
+    chat.last_message_preview = preview(text, attachments)
     await session.flush()
+    view = message.view(attachments)
     emit(
         session,
         ChatReplyPosted(
@@ -205,11 +364,11 @@ async def post_reply(session: AsyncSession, chat: Chat, agent_id: str, text: str
             channel_id=chat.channel_id,
             platform=chat.platform,
             external_chat_id=chat.external_chat_id,
-            message=message.view(),
+            message=view,
         ),
         subject=chat.id,
     )
-    return message
+    return view
 
 
 # How far an outgoing message has got; `failed` ends a message that never got anywhere.
@@ -226,12 +385,13 @@ async def record_delivery(session: AsyncSession, update: DeliveryUpdated) -> Non
     message.delivery_status = update.status
     message.delivery_error = update.error
     chat = await session.get(Chat, message.chat_id)
+    files = await files_of(session, [message.id])
     emit(
         session,
         ChatMessageStatusChanged(
             chat_id=message.chat_id,
             agent_id=chat.agent_id if chat else None,
-            message=message.view(),
+            message=message.view(files[message.id]),
         ),
         subject=message.chat_id,
     )
@@ -265,8 +425,13 @@ async def chats_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[Chat]:
     return list(rows)
 
 
-async def messages_of(session: AsyncSession, chat_id: str) -> list[Message]:
-    rows = await session.scalars(
-        select(Message).where(Message.chat_id == chat_id).order_by(Message.created_at, Message.id)
+async def messages_of(session: AsyncSession, chat_id: str) -> list[MessageView]:
+    rows = list(
+        await session.scalars(
+            select(Message)
+            .where(Message.chat_id == chat_id)
+            .order_by(Message.created_at, Message.id)
+        )
     )
-    return list(rows)
+    files = await files_of(session, [m.id for m in rows])
+    return [m.view(files.get(m.id, [])) for m in rows]

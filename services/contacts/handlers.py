@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
-from libs.common.events import InboundMessage
+from libs.common.events import InboundMessage, PictureFetched
 from libs.common.handlers import Consumers
 from services.contacts import service
 
@@ -17,3 +17,8 @@ async def resolve_contact(
     session: AsyncSession, batch: list[tuple[InboundMessage, Envelope]]
 ) -> None:
     await service.resolve_contacts(session, [event for event, _ in batch])
+
+
+@consumers.on(PictureFetched)
+async def record_picture(session: AsyncSession, event: PictureFetched, _: Envelope) -> None:
+    await service.record_picture(session, event)

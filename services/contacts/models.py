@@ -25,6 +25,9 @@ class Contact(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The profile picture, in the blob store (ingest fetches it from the platform).
+    picture_key: Mapped[str | None] = mapped_column(String(64))
+    picture_type: Mapped[str | None] = mapped_column(String(200))
 
 
 class Identity(Base):
@@ -49,8 +52,14 @@ class IdentityOut(BaseModel):
     username: str | None
 
 
+class PictureOut(BaseModel):
+    blob_key: str
+    content_type: str
+
+
 class ContactOut(BaseModel):
     id: str
     name: str
     created_at: datetime
     identities: list[IdentityOut]
+    picture: PictureOut | None = None

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, delete, insert, select, tuple_
+from sqlalchemy import Table, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import insert_ignore
 from libs.common.envelope import new_id, utcnow
-from libs.common.events import ContactCreated, InboundMessage, InboundResolved
+from libs.common.events import ContactCreated, InboundMessage, InboundResolved, PictureFetched
 from libs.common.outbox import emit
-from services.contacts.models import Contact, ContactOut, Identity, IdentityOut
+from services.contacts.models import Contact, ContactOut, Identity, IdentityOut, PictureOut
 
 CONTACTS = cast(Table, Contact.__table__)
 IDENTITIES = cast(Table, Identity.__table__)
@@ -125,10 +125,14 @@ async def get_contact(session: AsyncSession, contact_id: str) -> ContactOut | No
     if contact is None:
         return None
     identities = await session.scalars(select(Identity).where(Identity.contact_id == contact_id))
+    picture = None
+    if contact.picture_key and contact.picture_type:
+        picture = PictureOut(blob_key=contact.picture_key, content_type=contact.picture_type)
     return ContactOut(
         id=contact.id,
         name=contact.name,
         created_at=contact.created_at,
+        picture=picture,
         identities=[
             IdentityOut(
                 platform=i.platform,
@@ -138,4 +142,13 @@ async def get_contact(session: AsyncSession, contact_id: str) -> ContactOut | No
             )
             for i in identities
         ],
+    )
+
+
+async def record_picture(session: AsyncSession, fetched: PictureFetched) -> None:
+    """The contact's profile picture, as ingest stored it."""
+    await session.execute(
+        update(CONTACTS)
+        .where(CONTACTS.c.id == fetched.contact_id)
+        .values(picture_key=fetched.blob_key, picture_type=fetched.content_type)
     )

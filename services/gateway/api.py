@@ -8,14 +8,15 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
+from libs.common.blobs import BlobStore
 from libs.common.db import Database
 from libs.common.settings import Settings
-from services.gateway import auth
+from services.gateway import auth, files
 from services.gateway.models import (
     Agent,
     AgentIn,
@@ -102,7 +103,29 @@ def agent_out(agent: Agent) -> AgentOut:
     )
 
 
-def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
+# The reply's two forms, for the OpenAPI schema (the view reads the body itself).
+REPLY_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": TextMessageIn.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "caption": {"type": "string", "maxLength": files.MAX_CAPTION},
+                },
+            }
+        },
+    },
+}
+FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}
+}
+
+
+def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStore) -> APIRouter:
     router = APIRouter(prefix="/api")
 
     async def current_agent(
@@ -235,23 +258,64 @@ def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
         )
         return messages
 
-    @router.post("/chats/{chat_id}/messages", tags=["chats"], status_code=status.HTTP_201_CREATED)
+    @router.post(
+        "/chats/{chat_id}/messages",
+        tags=["chats"],
+        status_code=status.HTTP_201_CREATED,
+        openapi_extra={"requestBody": REPLY_BODY},
+    )
     async def post_message(agent: CurrentAgent, chat_id: str, request: Request) -> dict[str, Any]:
-        """Reply to the customer: `{"text": ...}` as JSON."""
-        if not request.headers.get("content-type", "").startswith("application/json"):
+        """Reply to the customer: `{"text": ...}` as JSON, or a file as multipart (`file`, and
+        an optional `caption`) of at most `CHATDESK_MAX_FILE_MB`."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            await owned_chat(agent, chat_id)  # before storing anything
+            upload = await files.read_upload(request, settings.max_file_bytes)
+            key = await blobs.put(upload.data, content_type=upload.content_type, name=upload.name)
+            reply: dict[str, Any] = {
+                "agent_id": agent.id,
+                "text": upload.caption,
+                "file": {
+                    "blob_key": key,
+                    "kind": upload.kind,
+                    "name": upload.name,
+                    "mime_type": upload.content_type,
+                    "size": len(upload.data),
+                },
+            }
+        elif content_type.startswith("application/json"):
+            try:
+                body = TextMessageIn.model_validate_json(await request.body())
+            except ValidationError as exc:
+                errors = exc.errors(include_url=False, include_context=False, include_input=False)
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from exc
+            await owned_chat(agent, chat_id)
+            reply = {"agent_id": agent.id, "text": body.text}
+        else:
             raise HTTPException(
-                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, 'send the reply as JSON: {"text": ...}'
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                'send the reply as JSON ({"text": ...}) or a file as multipart/form-data',
             )
-        try:
-            body = TextMessageIn.model_validate_json(await request.body())
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from exc
-        await owned_chat(agent, chat_id)
         message: dict[str, Any] = await peers.post(
-            "chat", f"/internal/chats/{chat_id}/replies", {"agent_id": agent.id, "text": body.text}
+            "chat", f"/internal/chats/{chat_id}/replies", reply
         )
         return message
+
+    @router.get("/files/{attachment_id}", tags=["chats"], responses=FILE_RESPONSES)
+    async def get_file(agent: CurrentAgent, attachment_id: str) -> Response:
+        """A message's file, for whoever may see its chat (404 for anyone else)."""
+        found = await peers.find("chat", f"/internal/attachments/{quote(attachment_id, safe='')}")
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown file")
+        await accessible_chat(agent, found["chat_id"])
+        if found["state"] != "stored" or not found["blob_key"]:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"the file is not available: it is {found['state']}"
+            )
+        blob = await blobs.get(found["blob_key"])
+        if blob is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "the file is no longer stored")
+        return files.file_response(blob, found["mime_type"], found["name"])
 
     async def complete(agent: Agent, chat_id: str) -> ChatView:
         if agent.role == "supervisor":
@@ -295,10 +359,34 @@ def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
 
     # --- contacts ---------------------------------------------------------------------------
 
+    async def accessible_contact(agent: Agent, contact_id: str) -> dict[str, Any]:
+        """The contact, if this agent was given one of its chats (404 otherwise, as for chats)."""
+        path = quote(contact_id, safe="")
+        if agent.role != "supervisor":
+            given = await peers.get(
+                "routing", f"/internal/contacts/{path}/assignments", params={"agent_id": agent.id}
+            )
+            if not given:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown contact")
+        contact: dict[str, Any] = await peers.get("contacts", f"/internal/contacts/{path}")
+        return contact
+
     @router.get("/contacts/{contact_id}", tags=["contacts"])
     async def get_contact(agent: CurrentAgent, contact_id: str) -> dict[str, Any]:
-        contact: dict[str, Any] = await peers.get("contacts", f"/internal/contacts/{contact_id}")
+        """The contact; `picture_url` is where its profile picture is, if it has one."""
+        contact = await accessible_contact(agent, contact_id)
+        picture = contact.pop("picture", None)
+        contact["picture_url"] = f"/api/contacts/{contact['id']}/picture" if picture else None
         return contact
+
+    @router.get("/contacts/{contact_id}/picture", tags=["contacts"], responses=FILE_RESPONSES)
+    async def get_contact_picture(agent: CurrentAgent, contact_id: str) -> Response:
+        contact = await accessible_contact(agent, contact_id)
+        picture = contact.get("picture")
+        blob = await blobs.get(picture["blob_key"]) if picture else None
+        if picture is None or blob is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "the contact has no picture")
+        return files.file_response(blob, picture["content_type"], blob.name)
 
     @router.get("/cases/{case_id}", tags=["cases"])
     async def get_case(agent: CurrentAgent, case_id: str) -> dict[str, Any]:

@@ -19,10 +19,12 @@ def build(runtime: Runtime) -> Service:
     consumers = Consumers(NAME)
     push.register(consumers, hub)
     app = new_app(NAME, runtime, db.ping, api_prefix="/api")
-    app.include_router(api.build_router(db, Peers(runtime), runtime.settings))
+    app.include_router(api.build_router(db, Peers(runtime), runtime.settings, runtime.blobs))
     app.include_router(ws.build_router(db, hub))
 
     async def create_first_admin() -> None:
         await auth.ensure_admin(db, runtime.settings)
 
-    return Service(NAME, runtime, db, consumers, app, on_start=[create_first_admin])
+    return Service(
+        NAME, runtime, db, consumers, app, on_start=[runtime.blobs.prepare, create_first_admin]
+    )

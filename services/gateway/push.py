@@ -26,6 +26,7 @@ from libs.common.events import (
     ChatCompleted,
     ChatMessageReceived,
     ChatMessageStatusChanged,
+    ChatMessageUpdated,
     ChatOffered,
     ChatReplyPosted,
 )
@@ -38,9 +39,12 @@ FOR_AGENTS: tuple[type[Event], ...] = (
     ChatMessageReceived,
     ChatReplyPosted,
     ChatMessageStatusChanged,
+    ChatMessageUpdated,
     ChatCompleted,
     AgentStatusChanged,
 )
+# Published by chat before it may have heard of the chat's offer: the holder table knows.
+BEFORE_OFFER = (ChatMessageReceived, ChatMessageUpdated)
 
 
 HOLDERS = cast(Table, ChatHolder.__table__)
@@ -136,11 +140,7 @@ def register(consumers: Consumers, hub: Hub) -> None:
         """
         holders = await _holders(
             session,
-            {
-                e.chat_id
-                for e, _ in batch
-                if isinstance(e, ChatMessageReceived) and e.agent_id is None
-            },
+            {e.chat_id for e, _ in batch if isinstance(e, BEFORE_OFFER) and e.agent_id is None},
         )
         changed: dict[str, str | None] = {}
         rows: list[dict[str, Any]] = []
@@ -151,7 +151,7 @@ def register(consumers: Consumers, hub: Hub) -> None:
                 holders.pop(event.chat_id, None)
                 changed[event.chat_id] = None
             agent_id = getattr(event, "agent_id", None)
-            if agent_id is None and isinstance(event, ChatMessageReceived):
+            if agent_id is None and isinstance(event, BEFORE_OFFER):
                 agent_id = holders.get(event.chat_id)
             if agent_id is not None:
                 rows.append(

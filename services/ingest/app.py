@@ -8,14 +8,17 @@ from fastapi import Depends
 
 from libs.common.service import Runtime, Service, new_app, new_database
 from services.ingest import api, channels, service
+from services.ingest.fetching import Fetcher
 from services.ingest.handlers import build_consumers
+from services.ingest.meta.files import FacebookFiles
 from services.ingest.meta.graph import Graph
 from services.ingest.meta.inbound import MetaInbound
 from services.ingest.meta.profiles import Profiles
 from services.ingest.meta.replies import FacebookSender
 from services.ingest.models import Base, Channel
 from services.ingest.sending import RetryPolicy
-from services.ingest.telegram import TelegramSender
+from services.ingest.telegram import TelegramBots, TelegramSender
+from services.ingest.telegram_files import TelegramFiles
 
 NAME = "ingest"
 
@@ -24,23 +27,37 @@ def build(runtime: Runtime) -> Service:
     settings = runtime.settings
     db = new_database(runtime, NAME, Base.metadata, Path(__file__).parent)
     app = new_app(NAME, runtime, db.ping)
-    inbound = service.inbound_commits(db)
-    receipts = service.receipt_commits(db)
+    blobs = runtime.blobs
     graph = Graph()
+    bots = TelegramBots()
+    policy = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
 
     async def token_invalid(channel: Channel) -> None:
         await channels.set_channel_health(db, channel.id, "token_invalid")
 
     cache = channels.ChannelCache(db)
-    meta = MetaInbound(cache, Profiles(graph, token_invalid), inbound, receipts)
+    profiles = Profiles(graph, token_invalid)
+    fetcher = Fetcher(
+        db,
+        blobs,
+        cache,
+        {"telegram": TelegramFiles(bots), "facebook": FacebookFiles(graph, profiles)},
+        policy,
+        limit=settings.max_file_bytes,
+    )
+    inbound = service.inbound_commits(db, fetcher.wake)
+    receipts = service.receipt_commits(db)
+    meta = MetaInbound(cache, profiles, inbound, receipts)
     app.include_router(api.webhook_router(cache, inbound, meta))
     app.include_router(
         api.internal_router(db, settings, graph), dependencies=[Depends(runtime.internal_auth())]
     )
-    policy = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
-    telegram = TelegramSender(policy)
     consumers = build_consumers(
-        {"telegram": telegram, "facebook": FacebookSender(graph, db, policy)}
+        {
+            "telegram": TelegramSender(policy, bots, blobs),
+            "facebook": FacebookSender(graph, db, policy, blobs),
+        },
+        fetcher,
     )
     return Service(
         NAME,
@@ -48,5 +65,6 @@ def build(runtime: Runtime) -> Service:
         db,
         consumers,
         app,
-        on_stop=[inbound.stop, receipts.stop, telegram.close, graph.close],
+        on_start=[blobs.prepare, fetcher.start],
+        on_stop=[fetcher.stop, inbound.stop, receipts.stop, bots.close, graph.close],
     )

@@ -1,20 +1,29 @@
-"""ingest's bus handlers: delivering agents' replies to the platforms."""
+"""ingest's bus handlers: delivering agents' replies to the platforms, and asking for new
+contacts' pictures."""
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from libs.common.db import Database
 from libs.common.envelope import Envelope
-from libs.common.events import ChatReplyPosted
+from libs.common.events import ChatReplyPosted, ContactCreated
 from libs.common.handlers import Consumers
-from services.ingest import service
+from services.ingest import fetching, service
 
 
-def build_consumers(senders: service.Senders) -> Consumers:
+def build_consumers(senders: service.Senders, fetcher: fetching.Fetcher) -> Consumers:
     consumers = Consumers("ingest")
 
     @consumers.on_raw(ChatReplyPosted)
     async def deliver_reply(db: Database, event: ChatReplyPosted, _: Envelope) -> None:
         # Not one transaction: the platform call must not run while holding a database lock.
         await service.deliver_reply(db, senders, event)
+
+    @consumers.on(ContactCreated)
+    async def fetch_picture(session: AsyncSession, event: ContactCreated, _: Envelope) -> None:
+        # Only the download's job here: the fetcher downloads after the commit.
+        await fetching.add_picture_job(session, event)
+        fetcher.wake_after_commit(session)
 
     return consumers

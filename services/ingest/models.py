@@ -1,13 +1,13 @@
 """ingest's tables: channels (with their secrets), inbound dedup keys, outbound deliveries,
-and the platform-side state of each conversation (threads)."""
+the platform-side state of each conversation (threads), and files waiting to be downloaded."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from libs.common.db import UTCDateTime, bus_tables
@@ -90,6 +90,27 @@ class Thread(Base):
     last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Fetch(Base):
+    """A file to download from a platform: a customer's attachment, or a new contact's picture.
+
+    A row is a job, written with what asked for it (the webhook's commit, the contact's event).
+    A worker takes it with a lease (`lease_id`, `due_at` pushed past the longest download) and
+    deletes it in the transaction that records the result; a lease that runs out (its worker
+    died) makes it anyone's again.
+    """
+
+    __tablename__ = "fetches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the attachment or contact
+    kind: Mapped[str] = mapped_column(String(20))  # attachment, picture
+    channel_id: Mapped[str] = mapped_column(String(36))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(default=0)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    lease_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 TELEGRAM_TOKEN_PATTERN = r"^\d+:[A-Za-z0-9_-]+$"

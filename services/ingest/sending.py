@@ -41,7 +41,33 @@ class Outcome:
     channel_health: ChannelHealth | None = None
 
 
+class SendFailed(Exception):
+    """A part of a reply the platform will not take: the reason agents see."""
+
+    def __init__(self, error: str, health: ChannelHealth | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.health = health
+
+
 class ReplySender(Protocol):
-    """One platform's way of sending a text reply, retries included."""
+    """One platform's way of sending a reply (its text, its files), retries included."""
 
     async def send(self, channel: Channel, reply: ChatReplyPosted) -> Outcome: ...
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """`text` in parts of at most `limit` characters (a platform's limit for one message), cut
+    at a line or word break where one is near."""
+    parts: list[str] = []
+    while len(text) > limit:
+        window = text[: limit + 1]  # a break just past the limit still leaves a full part
+        cut = max(window.rfind("\n"), window.rfind(" "))
+        if cut < limit // 2:  # no break in the second half: cut inside the word
+            parts.append(text[:limit])
+            text = text[limit:]
+        else:
+            parts.append(text[:cut])
+            text = text[cut + 1 :]  # the break itself is not sent
+    parts.append(text)
+    return parts

@@ -3,7 +3,7 @@ in, agents' replies out. Channels themselves are in `channels.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import cast
 
@@ -11,10 +11,11 @@ from sqlalchemy import Table, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
-from libs.common.db import Database, insert_ignore
+from libs.common.db import Database, after_commit, insert_ignore
 from libs.common.envelope import utcnow
 from libs.common.events import ChatReplyPosted, DeliveryStatus, DeliveryUpdated, InboundMessage
 from libs.common.outbox import emit
+from services.ingest import fetching
 from services.ingest.meta.items import Receipt
 from services.ingest.models import Channel, Delivery, InboundKey, Thread
 from services.ingest.sending import Outcome, ReplySender
@@ -28,9 +29,14 @@ INBOUND_KEYS = cast(Table, InboundKey.__table__)
 THREADS = cast(Table, Thread.__table__)
 
 
-def inbound_commits(db: Database) -> InboundCommits:
+def _nothing() -> None:
+    pass
+
+
+def inbound_commits(db: Database, files_waiting: Callable[[], None] = _nothing) -> InboundCommits:
     """Webhook updates accepted together in one transaction: `submit((key, message))` answers
-    False for a platform message seen before, True once it and its event are committed."""
+    False for a platform message seen before, True once it and its event are committed, with
+    its files recorded for download (`files_waiting` is called after that commit)."""
 
     async def accept(batch: list[tuple[str, InboundMessage]]) -> list[bool]:
         now = utcnow()
@@ -41,7 +47,7 @@ def inbound_commits(db: Database) -> InboundCommits:
                     [{"key": key, "received_at": now} for key, _ in batch],
                 )
             )
-            accepted, windowed = [], []
+            accepted, windowed, files = [], [], []
             for key, message in batch:
                 accepted.append(key in new)
                 if key in new:
@@ -49,8 +55,13 @@ def inbound_commits(db: Database) -> InboundCommits:
                     emit(session, message, subject=message.channel_id)
                     if message.platform in WINDOWED_PLATFORMS:
                         windowed.append(message)
+                    if message.attachments:
+                        files += fetching.attachment_jobs(message.channel_id, message.attachments)
             if windowed:
                 await _record_customer_activity(session, windowed)
+            if files:
+                await fetching.add_jobs(session, files)
+                after_commit(session, files_waiting)
         return accepted
 
     return GroupCommit(accept, name="ingest.inbound")

@@ -78,6 +78,13 @@ def internal_router(db: Database) -> APIRouter:
             rows = await service.assignments_of(session, agent_id, state)
         return [AssignmentOut.of(a) for a in rows]
 
+    @router.get("/contacts/{contact_id}/assignments")
+    async def list_contact_assignments(contact_id: str, agent_id: str) -> list[AssignmentOut]:
+        """Whether an agent may see a contact: the contact's chats they were given."""
+        async with db.sessions() as session:
+            rows = await service.assignments_of_contact(session, contact_id, agent_id)
+        return [AssignmentOut.of(a) for a in rows]
+
     @router.get("/assignments/{chat_id}")
     async def get_assignment(chat_id: str) -> AssignmentOut:
         async with db.sessions() as session:

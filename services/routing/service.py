@@ -258,3 +258,15 @@ async def assignments_of(session: AsyncSession, agent_id: str, state: str) -> li
         .order_by(Assignment.queued_at)
     )
     return list(rows)
+
+
+async def assignments_of_contact(
+    session: AsyncSession, contact_id: str, agent_id: str
+) -> list[Assignment]:
+    """The chats of a contact that were offered to, or held by, this agent (closed ones too)."""
+    rows = await session.scalars(
+        select(Assignment)
+        .where(Assignment.agent_id == agent_id, Assignment.contact_id == contact_id)
+        .order_by(Assignment.queued_at)
+    )
+    return list(rows)

@@ -1,8 +1,15 @@
-"""Messenger takes at most 2000 characters a message: longer replies go out in parts."""
+"""Messenger takes at most 2000 characters a message, Telegram 4096: longer replies go out in
+parts."""
 
 from __future__ import annotations
 
-from services.ingest.meta.replies import TEXT_LIMIT, split_text
+from services.ingest import sending
+from services.ingest.meta.replies import TEXT_LIMIT
+from services.ingest.telegram import TEXT_LIMIT as TELEGRAM_LIMIT
+
+
+def split_text(text: str) -> list[str]:
+    return sending.split_text(text, TEXT_LIMIT)
 
 
 def test_short_text_is_one_part() -> None:
@@ -37,3 +44,13 @@ def test_non_ascii_counts_characters() -> None:
     text = "щ" * 2500
 
     assert [len(p) for p in split_text(text)] == [2000, 500]
+
+
+def test_telegram_parts_are_4096_characters_at_most() -> None:
+    text = ("word " * 2000).strip()  # 9999 characters
+
+    parts = sending.split_text(text, TELEGRAM_LIMIT)
+
+    assert len(parts) == 3
+    assert all(0 < len(p) <= TELEGRAM_LIMIT for p in parts)
+    assert " ".join(parts) == text

@@ -70,6 +70,11 @@ def normalized(content: dict[str, Any], channel: Channel, **message: Any) -> Inb
     return result
 
 
+def files(message: InboundMessage) -> list[Attachment]:
+    """The message's files, their ids (random, given at normalization) blanked."""
+    return [a.model_copy(update={"id": "-"}) for a in message.attachments]
+
+
 def test_text_message(channel: Channel) -> None:
     message = normalized({"text": "Hello, my order #123 has not arrived"}, channel)
 
@@ -129,8 +134,8 @@ def test_photo_with_caption_keeps_the_largest_size(channel: Channel, order: str)
     message = normalized({"photo": sizes, "caption": "This is what arrived"}, channel)
 
     assert message.text == "This is what arrived"
-    assert message.attachments == [
-        Attachment(kind="photo", size=161036, platform_file_id="AgACAgIAAxkBAAIBZ2Zm-y")
+    assert files(message) == [
+        Attachment(id="-", kind="photo", size=161036, platform_file_id="AgACAgIAAxkBAAIBZ2Zm-y")
     ]
 
 
@@ -153,8 +158,9 @@ def test_document(channel: Channel) -> None:
     message = normalized({"document": document}, channel)
 
     assert message.text is None
-    assert message.attachments == [
+    assert files(message) == [
         Attachment(
+            id="-",
             kind="document",
             name="invoice-2024-06.pdf",
             mime_type="application/pdf",
@@ -162,6 +168,34 @@ def test_document(channel: Channel) -> None:
             platform_file_id="BQACAgIAAxkBAAICA2Zm",
         )
     ]
+
+
+def test_every_file_gets_its_own_id_and_waits_for_its_download(channel: Channel) -> None:
+    first = normalized({"photo": PHOTO_SIZES}, channel)
+    second = normalized({"photo": PHOTO_SIZES}, channel)
+
+    [a], [b] = first.attachments, second.attachments
+    assert a.id != b.id
+    assert a.state == b.state == "pending"
+
+
+def test_a_file_over_20_mb_is_too_large_for_bots_but_keeps_its_name_and_size(
+    channel: Channel,
+) -> None:
+    video = {
+        "file_name": "unboxing.mp4",
+        "mime_type": "video/mp4",
+        "file_id": "BAACAgIAAxkBAAICC2Zm",
+        "file_unique_id": "AgADzT4AAl",
+        "file_size": 21 * 1024 * 1024,
+    }
+
+    message = normalized({"document": video}, channel)
+
+    [attachment] = message.attachments
+    assert attachment.state == "too_large"
+    assert (attachment.name, attachment.size) == ("unboxing.mp4", 21 * 1024 * 1024)
+    assert attachment.error is not None and "20 MB" in attachment.error
 
 
 def test_document_with_caption(channel: Channel) -> None:
@@ -191,8 +225,9 @@ def test_voice_message(channel: Channel) -> None:
     message = normalized({"voice": voice}, channel)
 
     assert message.text is None
-    assert message.attachments == [
+    assert files(message) == [
         Attachment(
+            id="-",
             kind="voice",
             mime_type="audio/ogg",
             size=15377,

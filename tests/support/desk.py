@@ -95,9 +95,15 @@ class Stream:
             await asyncio.sleep(0.05)
 
 
-def _get(data: dict[str, Any], dotted: str) -> Any:
+def _get(data: Any, dotted: str) -> Any:
+    """`message__attachments__0__state`: keys of objects, indexes of lists (None if absent)."""
     for key in dotted.split("__"):
-        data = data[key]
+        if isinstance(data, list):
+            data = data[int(key)] if int(key) < len(data) else None
+        elif isinstance(data, dict):
+            data = data.get(key)
+        else:
+            return None
     return data
 
 

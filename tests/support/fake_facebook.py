@@ -4,10 +4,14 @@ Channels point their `api_base` at `FakeFacebook.api_base` (`<url>/v25.0`). It s
 - `GET /me` — the page a page access token speaks for;
 - `GET /{psid}` — the User Profile API;
 - `POST /me/messages` (or `/{page_id}/messages`) — the Send API, answering `recipient_id` and
-  `message_id`;
+  `message_id`: JSON for text (or an attachment by URL), multipart for an uploaded file
+  (`recipient` and `message` as JSON strings, the file in `filedata`; `attachment_id` answered
+  too when `is_reusable`);
 checks `access_token` and `appsecret_proof` as Graph does, records every call, and answers the
 errors a test scripts, in Meta's shape: `{"error": {message, type, code, error_subcode,
 fbtrace_id}}`.
+It also plays Meta's CDN: `host()` serves bytes at a URL like the ones webhooks and `profile_pic`
+carry (no token needed, none expected).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.fake_telegram import free_port
@@ -88,6 +93,13 @@ class Page:
     app_secret: str
 
 
+@dataclass(frozen=True)
+class Upload:
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
 @dataclass
 class GraphCall:
     method: str
@@ -96,6 +108,10 @@ class GraphCall:
     body: dict[str, Any] | None
     at: float  # when it arrived (time.time())
     answer: dict[str, Any] | None = None  # what a successful call was answered
+    upload: Upload | None = None  # a multipart call's `filedata`
+
+
+ATTACHMENT_TYPES = ("image", "video", "audio", "file")
 
 
 @dataclass
@@ -105,7 +121,18 @@ class FakeFacebook:
     calls: list[GraphCall] = field(default_factory=list)
     # "messages" | "profile" | "me" -> errors to answer, in order, before succeeding again.
     errors: dict[str, list[MetaError]] = field(default_factory=dict)
+    cdn: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # path -> (bytes, type)
+    cdn_calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (path, query)
     url: str = ""
+
+    def host(self, data: bytes, content_type: str, name: str) -> str:
+        """Serve `data` as Meta's CDN would; its URL (signed-looking, and expiring in life)."""
+        path = f"/v/t1.15752-9/{secrets.token_hex(6)}_{name}"
+        self.cdn[path] = (data, content_type)
+        return f"{self.url}{path}?_nc_cat=1&oh={secrets.token_hex(8)}&oe=6A1B2C3D"
+
+    def expired_url(self, name: str) -> str:
+        return f"{self.url}/v/t1.15752-9/expired_{name}?oh=0&oe=0"
 
     @property
     def api_base(self) -> str:
@@ -134,16 +161,28 @@ class FakeFacebook:
 
     async def _endpoint(self, request: Request) -> JSONResponse:
         params = dict(request.query_params)
-        body = await request.json() if request.method == "POST" else None
-        call = GraphCall(request.method, request.url.path, params, body, time.time())
+        body, upload = await _body(request)
+        call = GraphCall(request.method, request.url.path, params, body, time.time(), upload=upload)
         self.calls.append(call)
-        response = self._answer(request, params, body)
+        response = self._answer(request, params, body, upload)
         if response.status_code == 200:
             call.answer = json.loads(response.body)
         return response
 
+    async def _cdn(self, request: Request) -> Response:
+        self.cdn_calls.append((request.url.path, dict(request.query_params)))
+        hosted = self.cdn.get(request.url.path)
+        if hosted is None:
+            return Response(b"URL signature expired", status_code=403, media_type="text/plain")
+        data, content_type = hosted
+        return Response(data, media_type=content_type)
+
     def _answer(
-        self, request: Request, params: dict[str, str], body: dict[str, Any] | None
+        self,
+        request: Request,
+        params: dict[str, str],
+        body: dict[str, Any] | None,
+        upload: Upload | None,
     ) -> JSONResponse:
         node = request.path_params["node"]
         edge = request.path_params.get("edge")
@@ -157,7 +196,7 @@ class FakeFacebook:
         if proof is not None and not hmac.compare_digest(proof, expected):
             return _error(BAD_PROOF)
         if request.method == "POST" and edge == "messages" and node in ("me", page.id):
-            return self._send(body or {})
+            return self._send(body or {}, upload)
         if request.method == "GET" and edge is None and node == "me":
             return self._scripted("me") or JSONResponse({"name": page.name, "id": page.id})
         if request.method == "GET" and edge is None:
@@ -169,11 +208,16 @@ class FakeFacebook:
             return _error(self.errors[call].pop(0))
         return None
 
-    def _send(self, body: dict[str, Any]) -> JSONResponse:
+    def _send(self, body: dict[str, Any], upload: Upload | None) -> JSONResponse:
         psid = body.get("recipient", {}).get("id")
-        text = body.get("message", {}).get("text")
+        message = body.get("message", {})
+        text, attachment = message.get("text"), message.get("attachment")
         kind = body.get("messaging_type")
-        if not psid or kind not in ("RESPONSE", "UPDATE", "MESSAGE_TAG") or text is None:
+        if not psid or kind not in ("RESPONSE", "UPDATE", "MESSAGE_TAG"):
+            return _error(MetaError(400, 100, None, "(#100) Invalid parameter"))
+        if attachment is not None:
+            return self._send_attachment(body, attachment, upload)
+        if text is None:
             return _error(MetaError(400, 100, None, "(#100) Invalid parameter"))
         if kind == "MESSAGE_TAG" and body.get("tag") != "HUMAN_AGENT":
             return _error(MetaError(400, 100, 2018385, "(#100) Invalid message tag"))
@@ -191,6 +235,27 @@ class FakeFacebook:
             return scripted
         return JSONResponse({"recipient_id": psid, "message_id": "m_" + secrets.token_urlsafe(40)})
 
+    def _send_attachment(
+        self, body: dict[str, Any], attachment: dict[str, Any], upload: Upload | None
+    ) -> JSONResponse:
+        payload = attachment.get("payload") or {}
+        if attachment.get("type") not in ATTACHMENT_TYPES:
+            return _error(MetaError(400, 100, None, "(#100) Invalid attachment type"))
+        if upload is None and not payload.get("url") and not payload.get("attachment_id"):
+            return _error(MetaError(400, 100, 2018047, "(#100) Upload attachment failure."))
+        if body.get("messaging_type") == "MESSAGE_TAG" and body.get("tag") != "HUMAN_AGENT":
+            return _error(MetaError(400, 100, 2018385, "(#100) Invalid message tag"))
+        scripted = self._scripted("messages")
+        if scripted is not None:
+            return scripted
+        answer = {
+            "recipient_id": body["recipient"]["id"],
+            "message_id": "m_" + secrets.token_urlsafe(40),
+        }
+        if payload.get("is_reusable"):
+            answer["attachment_id"] = str(secrets.randbelow(10**15))
+        return JSONResponse(answer)
+
     def _profile(self, psid: str) -> JSONResponse:
         profile = self.profiles.get(psid)
         if profile is None:
@@ -202,8 +267,29 @@ class FakeFacebook:
             routes=[
                 Route(f"/{VERSION}/{{node}}", self._endpoint, methods=["GET", "POST"]),
                 Route(f"/{VERSION}/{{node}}/{{edge}}", self._endpoint, methods=["GET", "POST"]),
+                Route("/v/{path:path}", self._cdn, methods=["GET"]),
             ]
         )
+
+
+async def _body(request: Request) -> tuple[dict[str, Any] | None, Upload | None]:
+    """A POST's JSON body, or a multipart one: its JSON-valued fields parsed, its `filedata`."""
+    if request.method != "POST":
+        return None, None
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await request.json(), None
+    form = await request.form()
+    body: dict[str, Any] = {}
+    upload = None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key == "filedata":
+                upload = Upload(value.filename, value.content_type, await value.read())
+        elif key in ("recipient", "message"):
+            body[key] = json.loads(value)
+        else:
+            body[key] = value
+    return body, upload
 
 
 def _error(error: MetaError) -> JSONResponse:

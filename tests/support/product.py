@@ -119,6 +119,8 @@ async def running(
         "CHATDESK_BUS_RETRY_DELAY_S": "0.2",
         "CHATDESK_OUTBOX_POLL_S": "0.5",
         "CHATDESK_DELIVERY_BACKOFF_S": "0.1",
+        # Small, so that the size limits are tested without moving megabytes around.
+        "CHATDESK_MAX_FILE_MB": "1",
         "CHATDESK_LOG_FORMAT": "text",
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
         **(extra_env or {}),

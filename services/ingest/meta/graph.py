@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -30,6 +31,7 @@ UNAVAILABLE_CODE, UNAVAILABLE_SUBCODE = 551, 1545041
 RATE_LIMITS = {4, 17, 32, 613}  # app, user, page, and per-call rate limits
 TEMPORARY = {1, 2, 1200}  # "unknown error", "please retry later", "temporary send failure"
 NO_PROFILE = (100, 2018218)
+UPLOAD_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class Graph:
         *,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
         timeout_s: float | None = None,
     ) -> bytes:
         try:
@@ -154,6 +158,8 @@ class Graph:
                 f"{credentials.api_base}{path}",
                 params={**(params or {}), **credentials.params()},
                 json=body,
+                data=form,
+                files=files,
                 timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
@@ -193,6 +199,37 @@ class Graph:
         if tag:
             body["tag"] = tag
         return _parse(Sent, await self._call("POST", credentials, "/me/messages", body=body))
+
+    async def send_attachment(
+        self,
+        credentials: Credentials,
+        psid: str,
+        *,
+        kind: str,
+        data: bytes,
+        name: str,
+        content_type: str,
+        tag: str | None = None,
+    ) -> Sent:
+        """Send API with the file itself (multipart `filedata`): `kind` is Messenger's attachment
+        type (image, video, audio, file). `is_reusable` keeps it on Meta's side for resending."""
+        message = {"attachment": {"type": kind, "payload": {"is_reusable": True}}}
+        form = {
+            "recipient": json.dumps({"id": psid}),
+            "messaging_type": "MESSAGE_TAG" if tag else "RESPONSE",
+            "message": json.dumps(message),
+        }
+        if tag:
+            form["tag"] = tag
+        content = await self._call(
+            "POST",
+            credentials,
+            "/me/messages",
+            form=form,
+            files={"filedata": (name, data, content_type)},
+            timeout_s=UPLOAD_TIMEOUT_S,
+        )
+        return _parse(Sent, content)
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -7,19 +7,25 @@ What Meta's answers mean for a reply:
 - 551 or subcode 1545041: the customer can't receive messages (blocked the page, left Messenger);
 - 190: the page token is dead: failed, and the channel is flagged `token_invalid`;
 - anything else: failed with Meta's message.
+
+A file goes first, uploaded with the message (multipart `filedata`); the text follows as its
+own message, in parts of at most 2000 characters: Messenger has no captions.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from functools import partial
 
+from libs.common.blobs import BlobStore
 from libs.common.db import Database
 from libs.common.envelope import utcnow
-from libs.common.events import ChatReplyPosted
-from services.ingest.meta.graph import Credentials, Graph, GraphError, GraphUnreachable
+from libs.common.events import Attachment, ChatReplyPosted
+from services.ingest.meta.graph import Credentials, Graph, GraphError, GraphUnreachable, Sent
 from services.ingest.models import Channel, Thread
-from services.ingest.sending import ChannelHealth, Outcome, RetryPolicy
+from services.ingest.sending import Outcome, RetryPolicy, SendFailed, split_text
 
 TEXT_LIMIT = 2000  # characters per Messenger text message
 HUMAN_AGENT_WINDOW = timedelta(days=7)
@@ -39,64 +45,86 @@ UNAVAILABLE = (
 TOKEN_INVALID = (
     "The page access token is no longer valid (expired or revoked): the channel needs a new one."
 )
+FILE_LIMIT = 25 * 1024 * 1024  # bytes of an attachment Messenger takes
+FILE_TOO_LARGE = "The file is too large for Facebook (attachments may be 25 MB at most)."
+
+# A part of a reply: the Send API call, given the tag it must go with (or None).
+Part = Callable[[str | None], Awaitable[Sent]]
 
 
-def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """`text` in parts Messenger accepts, cut at a line or word break where one is near."""
-    parts: list[str] = []
-    while len(text) > limit:
-        window = text[: limit + 1]  # a break just past the limit still leaves a full part
-        cut = max(window.rfind("\n"), window.rfind(" "))
-        if cut < limit // 2:  # no break in the second half: cut inside the word
-            parts.append(text[:limit])
-            text = text[limit:]
-        else:
-            parts.append(text[:cut])
-            text = text[cut + 1 :]  # the break itself is not sent
-    parts.append(text)
-    return parts
-
-
-class _Failed(Exception):
-    def __init__(self, error: str, health: ChannelHealth | None = None) -> None:
-        super().__init__(error)
-        self.error = error
-        self.health = health
+def attachment_type(mime_type: str | None) -> str:
+    """Messenger's attachment type for a file: image, video, audio, or file."""
+    major = (mime_type or "").split("/")[0]
+    return major if major in ("image", "video", "audio") else "file"
 
 
 class FacebookSender:
-    def __init__(self, graph: Graph, db: Database, policy: RetryPolicy) -> None:
+    def __init__(self, graph: Graph, db: Database, policy: RetryPolicy, blobs: BlobStore) -> None:
         self.graph = graph
         self.db = db
         self.policy = policy
+        self.blobs = blobs
 
     async def send(self, channel: Channel, reply: ChatReplyPosted) -> Outcome:
-        parts = split_text(reply.message.text or "")
+        psid, credentials = reply.external_chat_id, Credentials.of(channel)
+        try:
+            parts = [
+                await self._file_part(credentials, psid, file) for file in reply.message.attachments
+            ]
+        except SendFailed as failed:
+            return Outcome("failed", error=failed.error)
+        text = reply.message.text or ""
+        if text or not parts:
+            parts += [
+                partial(self._text_part, credentials, psid, part)
+                for part in split_text(text, TEXT_LIMIT)
+            ]
         tagged = False  # once a part needed the tag, the rest need it too
         message_id, started = "", utcnow()
         for number, part in enumerate(parts, 1):
             try:
-                message_id, started, tagged = await self._send_part(
-                    channel, reply.external_chat_id, part, tagged
-                )
-            except _Failed as failed:
+                message_id, started, tagged = await self._send_part(channel, psid, part, tagged)
+            except SendFailed as failed:
                 error = failed.error
                 if number > 1:
                     error += f" (The first {number - 1} of its {len(parts)} parts were sent.)"
                 return Outcome("failed", error=error, channel_health=failed.health)
         return Outcome("sent", message_id, sent_at=started, channel_health="ok")
 
+    async def _text_part(
+        self, credentials: Credentials, psid: str, text: str, tag: str | None
+    ) -> Sent:
+        return await self.graph.send_text(credentials, psid, text, tag=tag)
+
+    async def _file_part(self, credentials: Credentials, psid: str, file: Attachment) -> Part:
+        blob = await self.blobs.get(file.blob_key) if file.blob_key else None
+        if blob is None:
+            raise SendFailed("The file is no longer stored.")
+        if blob.size > FILE_LIMIT:
+            raise SendFailed(FILE_TOO_LARGE)
+
+        async def send(tag: str | None) -> Sent:
+            return await self.graph.send_attachment(
+                credentials,
+                psid,
+                kind=attachment_type(file.mime_type),
+                data=blob.data,
+                name=file.name or blob.name,
+                content_type=file.mime_type or blob.content_type,
+                tag=tag,
+            )
+
+        return send
+
     async def _send_part(
-        self, channel: Channel, psid: str, text: str, tagged: bool
+        self, channel: Channel, psid: str, part: Part, tagged: bool
     ) -> tuple[str, datetime, bool]:
         """The part's message id, when it was asked for, and whether it went tagged."""
         policy, attempt = self.policy, 1
         while True:
             started = utcnow()
             try:
-                sent = await self.graph.send_text(
-                    Credentials.of(channel), psid, text, tag="HUMAN_AGENT" if tagged else None
-                )
+                sent = await part("HUMAN_AGENT" if tagged else None)
                 return sent.message_id, started, tagged
             except GraphUnreachable:
                 reason = "Facebook could not be reached"
@@ -106,30 +134,30 @@ class FacebookSender:
                     tagged = True
                     continue  # at once: this is another message, not a retry of a failed call
                 if exc.outside_window:
-                    raise _Failed(
+                    raise SendFailed(
                         f"Facebook refused the reply even tagged HUMAN_AGENT: {exc.message}"
                     ) from None
                 if exc.recipient_unavailable:
-                    raise _Failed(UNAVAILABLE) from None
+                    raise SendFailed(UNAVAILABLE) from None
                 if exc.token_invalid:
-                    raise _Failed(TOKEN_INVALID, "token_invalid") from None
+                    raise SendFailed(TOKEN_INVALID, "token_invalid") from None
                 if exc.rate_limited:
                     reason = "Facebook kept rate-limiting the page"
                 elif exc.temporary:
                     reason = "Facebook could not be reached"
                 else:
-                    raise _Failed(f"Facebook refused the message: {exc.message}") from None
+                    raise SendFailed(f"Facebook refused the message: {exc.message}") from None
             if attempt >= policy.attempts:
-                raise _Failed(f"{reason}; gave up after {policy.attempts} attempts.")
+                raise SendFailed(f"{reason}; gave up after {policy.attempts} attempts.")
             await asyncio.sleep(policy.wait(attempt))
             attempt += 1
 
     async def _require_human_agent_window(self, channel: Channel, psid: str) -> None:
         """Fail unless a reply refused for the 24-hour window may go again as HUMAN_AGENT."""
         if not channel.human_agent_tag:
-            raise _Failed(WINDOW_CLOSED)
+            raise SendFailed(WINDOW_CLOSED)
         async with self.db.sessions() as session:
             thread = await session.get(Thread, (channel.id, psid))
         last = thread.last_inbound_at if thread is not None else None
         if last is None or utcnow() - last > HUMAN_AGENT_WINDOW:
-            raise _Failed(AGENT_WINDOW_CLOSED)
+            raise SendFailed(AGENT_WINDOW_CLOSED)

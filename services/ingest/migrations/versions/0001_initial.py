@@ -48,6 +48,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('message_id')
     )
     op.create_index('deliveries_by_thread', 'deliveries', ['channel_id', 'external_chat_id'], unique=False)
+    op.create_table('fetches',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('channel_id', sa.String(length=36), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('due_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('lease_id', sa.String(length=36), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_index('ix_fetches_due_at', 'fetches', ['due_at'], unique=False)
     op.create_table('inbound_keys',
     sa.Column('key', sa.String(length=200), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
@@ -83,6 +95,8 @@ def downgrade() -> None:
     op.drop_table('threads')
     op.drop_table('outbox')
     op.drop_table('inbound_keys')
+    op.drop_index('ix_fetches_due_at', table_name='fetches')
+    op.drop_table('fetches')
     op.drop_index('deliveries_by_thread', table_name='deliveries')
     op.drop_table('deliveries')
     op.drop_table('channels')
