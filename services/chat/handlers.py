@@ -5,9 +5,15 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
-from libs.common.events import ChatAccepted, ChatOffered, DeliveryUpdated, InboundResolved
+from libs.common.events import (
+    ChatAccepted,
+    ChatOffered,
+    DeliveryUpdated,
+    InboundEdited,
+    InboundResolved,
+)
 from libs.common.handlers import Consumers
-from services.chat import service
+from services.chat import edits, service
 
 consumers = Consumers("chat")
 
@@ -32,3 +38,8 @@ async def record_acceptance(session: AsyncSession, event: ChatAccepted, _: Envel
 @consumers.on(DeliveryUpdated)
 async def record_delivery(session: AsyncSession, event: DeliveryUpdated, _: Envelope) -> None:
     await service.record_delivery(session, event)
+
+
+@consumers.on(InboundEdited)
+async def record_edit(session: AsyncSession, event: InboundEdited, _: Envelope) -> None:
+    await edits.apply_edit(session, event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from sqlalchemy import Table, bindparam, case, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import UTCDateTime, insert_ignore
@@ -24,6 +24,7 @@ from libs.common.events import (
 )
 from libs.common.outbox import emit
 from services.chat.models import Chat, Message
+from services.chat.ordering import conversation_order
 
 PREVIEW = 200
 
@@ -100,7 +101,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
         for o in opened.values():
             emit(session, o, subject=o.chat_id)
 
-    views: list[tuple[MessageView, str | None, str | None]] = []
+    views: list[tuple[MessageView, str | None, InboundResolved]] = []
     for resolved in batch:
         key = (resolved.contact_id, resolved.message.channel_id)
         if key in opened:
@@ -115,8 +116,9 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
             text=inbound.text,
             attachments=inbound.attachments,
             created_at=inbound.received_at,
+            sent_at=inbound.sent_at,
         )
-        views.append((view, agent_id, inbound.external_message_id))
+        views.append((view, agent_id, resolved))
     await session.execute(
         insert(MESSAGES),
         [
@@ -127,9 +129,11 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
                 "text": view.text,
                 "attachments": [a.model_dump(mode="json") for a in view.attachments],
                 "created_at": view.created_at,
-                "external_message_id": external_id,
+                "external_message_id": resolved.message.external_message_id,
+                "sent_at": resolved.message.sent_at,
+                "sequence": resolved.message.sequence,
             }
-            for view, _, external_id in views
+            for view, _, resolved in views
         ],
     )
     continued = [(chats[key][0], r) for key, r in latest.items() if key not in opened]
@@ -266,7 +270,17 @@ async def chats_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[Chat]:
 
 
 async def messages_of(session: AsyncSession, chat_id: str) -> list[Message]:
-    rows = await session.scalars(
-        select(Message).where(Message.chat_id == chat_id).order_by(Message.created_at, Message.id)
+    """The chat's messages in the platform's order (see `ordering.py`)."""
+    rows = await session.scalars(select(Message).where(Message.chat_id == chat_id))
+    return conversation_order(list(rows))
+
+
+async def chats_of_channel(session: AsyncSession, channel_id: str) -> int:
+    """How many chats a channel has had (a channel with chats is not deleted)."""
+    count: int = (
+        await session.scalar(
+            select(func.count()).select_from(CHATS).where(CHATS.c.channel_id == channel_id)
+        )
+        or 0
     )
-    return list(rows)
+    return count

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
-from libs.common.events import InboundMessage
+from libs.common.events import IdentityUnreachable, InboundMessage
 from libs.common.handlers import Consumers
 from services.contacts import service
 
@@ -17,3 +17,8 @@ async def resolve_contact(
     session: AsyncSession, batch: list[tuple[InboundMessage, Envelope]]
 ) -> None:
     await service.resolve_contacts(session, [event for event, _ in batch])
+
+
+@consumers.on(IdentityUnreachable)
+async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable, _: Envelope) -> None:
+    await service.flag_unreachable(session, event)

@@ -15,7 +15,9 @@ from services.ingest.meta.profiles import Profiles
 from services.ingest.meta.replies import FacebookSender
 from services.ingest.models import Base, Channel
 from services.ingest.sending import RetryPolicy
-from services.ingest.telegram import TelegramSender
+from services.ingest.telegram import TelegramBots, TelegramSender
+from services.ingest.telegram_inbound import TelegramInbound
+from services.ingest.telegram_link import Links
 
 NAME = "ingest"
 
@@ -33,14 +35,18 @@ def build(runtime: Runtime) -> Service:
 
     cache = channels.ChannelCache(db)
     meta = MetaInbound(cache, Profiles(graph, token_invalid), inbound, receipts)
-    app.include_router(api.webhook_router(cache, inbound, meta))
+    bots = TelegramBots()
+    telegram_inbound = TelegramInbound(inbound)
+    # Polls or watches each Telegram channel from one replica (see telegram_link.py).
+    links = Links(db, bots, telegram_inbound, settings)
+    app.include_router(api.webhook_router(cache, telegram_inbound, meta))
     app.include_router(
-        api.internal_router(db, settings, graph), dependencies=[Depends(runtime.internal_auth())]
+        api.internal_router(db, settings, graph, cache, links),
+        dependencies=[Depends(runtime.internal_auth())],
     )
     policy = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
-    telegram = TelegramSender(policy)
     consumers = build_consumers(
-        {"telegram": telegram, "facebook": FacebookSender(graph, db, policy)}
+        {"telegram": TelegramSender(policy, bots), "facebook": FacebookSender(graph, db, policy)}
     )
     return Service(
         NAME,
@@ -48,5 +54,7 @@ def build(runtime: Runtime) -> Service:
         db,
         consumers,
         app,
-        on_stop=[inbound.stop, receipts.stop, telegram.close, graph.close],
+        on_start=[links.start],
+        # Links first: a poller may be handing updates to the inbound commit.
+        on_stop=[links.stop, inbound.stop, receipts.stop, bots.close, graph.close],
     )

@@ -14,6 +14,8 @@ from typing import Literal, Protocol
 from libs.common.events import ChatReplyPosted, DeliveryStatus
 from services.ingest.models import Channel
 
+# What a send teaches about the channel's token; a channel's status has `webhook_failing` too,
+# which only the Telegram link sets and clears (`channels.ChannelStatus`).
 ChannelHealth = Literal["ok", "token_invalid"]
 
 
@@ -39,6 +41,33 @@ class Outcome:
     sent_at: datetime | None = None
     # What the attempt taught us about the channel's credentials, if anything.
     channel_health: ChannelHealth | None = None
+    # The customer cannot receive messages from this channel (blocked it, deleted the account):
+    # contacts is told, so the contact shows it.
+    recipient_unreachable: bool = False
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """`text` in parts of at most `limit` characters, cut at a line or word break where one is
+    near; parts are sent in order, each as its own message."""
+    parts: list[str] = []
+    while len(text) > limit:
+        window = text[: limit + 1]  # a break just past the limit still leaves a full part
+        cut = max(window.rfind("\n"), window.rfind(" "))
+        if cut < limit // 2:  # no break in the second half: cut inside the word
+            parts.append(text[:limit])
+            text = text[limit:]
+        else:
+            parts.append(text[:cut])
+            text = text[cut + 1 :]  # the break itself is not sent
+    parts.append(text)
+    return parts
+
+
+def partly_sent(error: str, sent: int, parts: int) -> str:
+    """A failure's reason, saying which parts of a long reply went out before it."""
+    if sent == 0:
+        return error
+    return f"{error} (The first {sent} of its {parts} parts were sent.)"
 
 
 class ReplySender(Protocol):

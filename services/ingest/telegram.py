@@ -1,10 +1,16 @@
-"""Telegram: a Bot API `Update` into an `InboundMessage`; aiogram bots to send replies."""
+"""Telegram: a Bot API `Update` into an `InboundMessage` (or, for an edit, an `InboundEdited`);
+aiogram bots to send replies.
+
+How updates reach `normalize` (webhook or long polling) is in `telegram_inbound.py` and
+`telegram_link.py`; checking a bot token and registering the webhook in `telegram_setup.py`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
 
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -20,13 +26,22 @@ from aiogram.exceptions import (
 from aiogram.types import Message, Update
 
 from libs.common.envelope import utcnow
-from libs.common.events import Attachment, ChatReplyPosted, InboundMessage, Sender
+from libs.common.events import (
+    Attachment,
+    ChatReplyPosted,
+    InboundEdited,
+    InboundMessage,
+    Sender,
+)
 from services.ingest.models import Channel
-from services.ingest.sending import Outcome, RetryPolicy
+from services.ingest.sending import Outcome, RetryPolicy, partly_sent, split_text
 
 log = logging.getLogger(__name__)
 
 UNSUPPORTED = "unsupported message"
+TEXT_LIMIT = 4096  # characters per sendMessage text
+BLOCKED = "The customer blocked the bot or deleted their account."
+TOKEN_INVALID = "Telegram refused the channel's bot token (401 Unauthorized): it needs a new one."
 
 
 def normalize(update: Update, channel: Channel) -> InboundMessage | None:
@@ -37,10 +52,9 @@ def normalize(update: Update, channel: Channel) -> InboundMessage | None:
             "telegram update without a new message ignored", extra={"update_id": update.update_id}
         )
         return None
-    if message.chat.type != "private" or message.from_user is None:
-        # Policy: chatdesk serves one-to-one conversations; group traffic is not a customer chat.
-        log.info("telegram non-private chat ignored", extra={"chat_type": message.chat.type})
+    if not _private(message):
         return None
+    assert message.from_user is not None  # checked by _private
     user = message.from_user
     text, attachments = _content(message)
     return InboundMessage(
@@ -59,7 +73,42 @@ def normalize(update: Update, channel: Channel) -> InboundMessage | None:
         text=text,
         attachments=attachments,
         sent_at=message.date.astimezone(UTC),
+        # Telegram numbers a chat's messages in order: it orders those sent in the same second
+        # (an album's items) and those that arrive out of order.
+        sequence=message.message_id,
     )
+
+
+def normalize_edit(update: Update, channel: Channel) -> InboundEdited | None:
+    """The customer's edit in `update` (`edited_message`), or None when it is none."""
+    message = update.edited_message
+    if message is None or not _private(message):
+        return None
+    text, _ = _content(message)
+    return InboundEdited(
+        channel_id=channel.id,
+        platform="telegram",
+        external_chat_id=str(message.chat.id),
+        external_message_id=str(message.message_id),
+        text=text,
+        edited_at=_edit_time(message),
+    )
+
+
+def _edit_time(message: Message) -> datetime:
+    # aiogram keeps `edit_date` as Telegram's unix seconds; an edit without one does not
+    # happen, and the message's own date is the fallback.
+    if message.edit_date is None:
+        return message.date.astimezone(UTC)
+    return datetime.fromtimestamp(message.edit_date, UTC)
+
+
+def _private(message: Message) -> bool:
+    if message.chat.type != "private" or message.from_user is None:
+        # Policy: chatdesk serves one-to-one conversations; group traffic is not a customer chat.
+        log.info("telegram non-private chat ignored", extra={"chat_type": message.chat.type})
+        return False
+    return True
 
 
 def _content(message: Message) -> tuple[str | None, list[Attachment]]:
@@ -95,8 +144,14 @@ def _content(message: Message) -> tuple[str | None, list[Attachment]]:
     return text, []
 
 
+def new_bot(token: str, api_base: str) -> Bot:
+    """An aiogram `Bot` talking to the Bot API server at `api_base`; close its session."""
+    return Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(api_base)))
+
+
 class TelegramBots:
-    """One aiogram `Bot` per channel, pointed at the channel's Bot API server."""
+    """One aiogram `Bot` per channel, pointed at the channel's Bot API server, shared by the
+    replies, the webhook registration and the long poller of that channel."""
 
     def __init__(self) -> None:
         self._bots: dict[tuple[str, str, str], Bot] = {}
@@ -105,8 +160,7 @@ class TelegramBots:
         key = (channel.id, channel.token, channel.api_base)
         bot = self._bots.get(key)
         if bot is None:
-            session = AiohttpSession(api=TelegramAPIServer.from_base(channel.api_base))
-            bot = self._bots[key] = Bot(channel.token, session=session)
+            bot = self._bots[key] = new_bot(channel.token, channel.api_base)
         return bot
 
     async def close(self) -> None:
@@ -116,40 +170,51 @@ class TelegramBots:
 
 
 class TelegramSender:
-    """Replies through the Bot API (`ReplySender` for `telegram` channels)."""
+    """Replies through the Bot API (`ReplySender` for `telegram` channels).
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    What Telegram's answers mean for a reply:
+    - 429 (waits `retry_after`), 5xx, no answer: try again, up to the policy's attempts;
+    - 403 (blocked by the user, user deactivated): failed, and the customer is unreachable;
+    - 401: failed, and the channel's token is flagged invalid;
+    - any other 400: failed with Telegram's description.
+    A text longer than 4096 characters goes as several messages, in order.
+    """
+
+    def __init__(self, policy: RetryPolicy, bots: TelegramBots | None = None) -> None:
         self.policy = policy
-        self.bots = TelegramBots()
+        self.bots = bots or TelegramBots()
 
     async def send(self, channel: Channel, reply: ChatReplyPosted) -> Outcome:
-        """Send one reply, waiting out rate limits and outages; never more than the policy allows.
+        bot = self.bots.for_channel(channel)
+        parts = split_text(reply.message.text or "", TEXT_LIMIT)
+        outcome = Outcome("failed")
+        for number, part in enumerate(parts, 1):
+            outcome = await self._send_part(bot, int(reply.external_chat_id), part)
+            if outcome.status == "failed":
+                return dataclasses.replace(
+                    outcome, error=partly_sent(outcome.error or "", number - 1, len(parts))
+                )
+        return outcome
 
-        Retrying here, in order, rather than through the bus keeps a chat's replies in sequence.
-        """
-        bot, policy = self.bots.for_channel(channel), self.policy
+    async def _send_part(self, bot: Bot, chat_id: int, text: str) -> Outcome:
+        """Send one message, waiting out rate limits and outages; never more than the policy
+        allows. Retrying here, in order, rather than through the bus keeps a chat's replies in
+        sequence."""
+        policy = self.policy
         for attempt in range(1, policy.attempts + 1):
             retry_after: float | None = None
             started = utcnow()
             try:
-                sent = await bot.send_message(
-                    chat_id=int(reply.external_chat_id), text=reply.message.text or ""
-                )
+                sent = await bot.send_message(chat_id=chat_id, text=text)
                 return Outcome("sent", str(sent.message_id), sent_at=started, channel_health="ok")
             except TelegramRetryAfter as exc:
                 reason, retry_after = "Telegram kept rate-limiting the bot", exc.retry_after
             except (TelegramServerError, TelegramNetworkError):
                 reason = "Telegram could not be reached"
             except TelegramForbiddenError:
-                return Outcome(
-                    "failed", error="The customer blocked the bot or deleted their account."
-                )
+                return Outcome("failed", error=BLOCKED, recipient_unreachable=True)
             except TelegramUnauthorizedError:
-                return Outcome(
-                    "failed",
-                    error="The channel's bot token is no longer valid.",
-                    channel_health="token_invalid",
-                )
+                return Outcome("failed", error=TOKEN_INVALID, channel_health="token_invalid")
             except TelegramBadRequest as exc:
                 return Outcome("failed", error=f"Telegram rejected the message: {exc.message}")
             if attempt < policy.attempts:

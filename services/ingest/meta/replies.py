@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from libs.common.db import Database
 from libs.common.envelope import utcnow
 from libs.common.events import ChatReplyPosted
+from services.ingest import sending
 from services.ingest.meta.graph import Credentials, Graph, GraphError, GraphUnreachable
 from services.ingest.models import Channel, Thread
-from services.ingest.sending import ChannelHealth, Outcome, RetryPolicy
+from services.ingest.sending import ChannelHealth, Outcome, RetryPolicy, partly_sent
 
 TEXT_LIMIT = 2000  # characters per Messenger text message
 HUMAN_AGENT_WINDOW = timedelta(days=7)
@@ -43,25 +44,17 @@ TOKEN_INVALID = (
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
     """`text` in parts Messenger accepts, cut at a line or word break where one is near."""
-    parts: list[str] = []
-    while len(text) > limit:
-        window = text[: limit + 1]  # a break just past the limit still leaves a full part
-        cut = max(window.rfind("\n"), window.rfind(" "))
-        if cut < limit // 2:  # no break in the second half: cut inside the word
-            parts.append(text[:limit])
-            text = text[limit:]
-        else:
-            parts.append(text[:cut])
-            text = text[cut + 1 :]  # the break itself is not sent
-    parts.append(text)
-    return parts
+    return sending.split_text(text, limit)
 
 
 class _Failed(Exception):
-    def __init__(self, error: str, health: ChannelHealth | None = None) -> None:
+    def __init__(
+        self, error: str, health: ChannelHealth | None = None, *, unreachable: bool = False
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.health = health
+        self.unreachable = unreachable
 
 
 class FacebookSender:
@@ -80,10 +73,12 @@ class FacebookSender:
                     channel, reply.external_chat_id, part, tagged
                 )
             except _Failed as failed:
-                error = failed.error
-                if number > 1:
-                    error += f" (The first {number - 1} of its {len(parts)} parts were sent.)"
-                return Outcome("failed", error=error, channel_health=failed.health)
+                return Outcome(
+                    "failed",
+                    error=partly_sent(failed.error, number - 1, len(parts)),
+                    channel_health=failed.health,
+                    recipient_unreachable=failed.unreachable,
+                )
         return Outcome("sent", message_id, sent_at=started, channel_health="ok")
 
     async def _send_part(
@@ -110,7 +105,7 @@ class FacebookSender:
                         f"Facebook refused the reply even tagged HUMAN_AGENT: {exc.message}"
                     ) from None
                 if exc.recipient_unavailable:
-                    raise _Failed(UNAVAILABLE) from None
+                    raise _Failed(UNAVAILABLE, unreachable=True) from None
                 if exc.token_invalid:
                     raise _Failed(TOKEN_INVALID, "token_invalid") from None
                 if exc.rate_limited:
