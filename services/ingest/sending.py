@@ -47,12 +47,14 @@ class Outcome:
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """`text` in parts of at most `limit` characters, cut at a line or word break where one is
-    near; parts are sent in order, each as its own message."""
+    """`text` in parts of at most `limit` characters, cut at a line break, else a word break,
+    in the second half of a part; parts are sent in order, each as its own message."""
     parts: list[str] = []
     while len(text) > limit:
         window = text[: limit + 1]  # a break just past the limit still leaves a full part
-        cut = max(window.rfind("\n"), window.rfind(" "))
+        cut = window.rfind("\n")
+        if cut < limit // 2:  # paragraphs too long: between words
+            cut = window.rfind(" ")
         if cut < limit // 2:  # no break in the second half: cut inside the word
             parts.append(text[:limit])
             text = text[limit:]
