@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("ingest", "contacts", "chat", "routing", "cases", "gateway")
@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     facebook_api_base: str = "https://graph.facebook.com/v25.0"
     log_level: str = "INFO"
     log_format: str = "json"
+
+    @field_validator("public_base_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # `CHATDESK_PUBLIC_BASE_URL=` (as compose passes an unset variable) means long polling.
+        return value or None
 
     @model_validator(mode="after")
     def _internal_token_when_distributed(self) -> Settings:

@@ -71,6 +71,7 @@ async def test_polled_messages_reach_the_agent_once_across_a_restart(
     await asyncio.sleep(1.5)  # time for a repeat to show, if there were one
     assert len(await anna.messages(chat["id"])) == 2
     assert len(await anna.list_chats("new")) == 1
+    assert token not in polling_product.log()  # aiogram's URLs carry it
     await admin.close()
     await anna.close()
 
