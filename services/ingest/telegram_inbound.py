@@ -22,7 +22,9 @@ def dedup_key(channel: Channel, update: Update) -> str:
 
 def events(channel: Channel, update: Update) -> InboundMessage | InboundEdited | None:
     """The event an update means for chatdesk, or None (logged by the normalizers)."""
-    return normalize(update, channel) or normalize_edit(update, channel)
+    if update.edited_message is not None:
+        return normalize_edit(update, channel)
+    return normalize(update, channel)
 
 
 class TelegramInbound:

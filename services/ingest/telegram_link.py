@@ -199,6 +199,7 @@ class Links:
         """One round: claim (and renew), stop what is no longer ours, start what is."""
         active = {c.id: c for c in await channels.active_channels(self.db, "telegram")}
         mine = await claim(self.db, self.holder, list(active), self.settings.telegram_lease_s)
+        gone: list[str] = []  # deactivated or deleted: free at once when it comes back
         for channel_id, running in list(self._running.items()):
             channel = active.get(channel_id)
             if (
@@ -208,6 +209,9 @@ class Links:
                 or running.task.done()
             ):
                 await self._stop_link(channel_id)
+                if channel is None:
+                    gone.append(channel_id)
+        await release(self.db, self.holder, gone)
         for channel_id in mine - set(self._running):
             self._start_link(active[channel_id])
 
