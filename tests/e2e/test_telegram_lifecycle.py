@@ -145,6 +145,24 @@ async def test_group_chats_are_not_customer_chats(
     await anna.close()
 
 
+async def test_an_unsupported_message_still_shows(
+    product: Product, fake_telegram: FakeTelegram
+) -> None:
+    admin, anna, channel = await setup_desk(product, fake_telegram)
+    await anna.http.put("/api/me/status", json={"status": "active"})
+    dice = telegram_update(1, "", user_id=6105)
+    del dice["message"]["text"]
+    dice["message"]["dice"] = {"emoji": "🎲", "value": 4}
+
+    assert (await post_update(product, channel["id"], dice)).status_code == 200
+
+    [chat] = await eventually(lambda: anna.list_chats("new"), bool)
+    [message] = await anna.messages(chat["id"])
+    assert message["text"] == "[unsupported message]"
+    await admin.close()
+    await anna.close()
+
+
 def album_item(message_id: int, user_id: int, date: int, caption: str | None) -> dict[str, Any]:
     update = telegram_update(message_id, "", user_id=user_id, date=date)
     message = update["message"]
