@@ -84,9 +84,29 @@ class InboundMessage(Event):
     text: str | None = None
     attachments: list[Attachment] = Field(default_factory=list)
     sent_at: datetime = Field(description="When the platform says it was sent (second precision).")
-    received_at: datetime = Field(
-        default_factory=utcnow, description="When ingest accepted it; orders a chat's messages."
+    sequence: int | None = Field(
+        default=None,
+        description="The platform's number of the message within its chat, where the platform "
+        "numbers them in order (Telegram's message_id): orders messages sent in the same second.",
     )
+    received_at: datetime = Field(
+        default_factory=utcnow, description="When ingest accepted it (arrival order)."
+    )
+
+
+class InboundEdited(Event):
+    """A customer edited a message they had sent (Telegram's `edited_message`), verified by
+    ingest. chat finds the message by channel, platform chat and platform message id."""
+
+    type = "inbound.edited"
+
+    channel_id: str
+    platform: Platform
+    external_chat_id: str
+    external_message_id: str
+    text: str | None = Field(description="The message's new text (or caption).")
+    edited_at: datetime = Field(description="When the platform says it was edited.")
+    received_at: datetime = Field(default_factory=utcnow, description="When ingest accepted it.")
 
 
 class InboundResolved(Event):
@@ -122,6 +142,14 @@ class MessageView(_Part):
     attachments: list[Attachment] = Field(default_factory=list)
     created_at: datetime
     author_agent_id: str | None = None
+    sent_at: datetime | None = Field(
+        default=None,
+        description="When the customer sent it, as the platform says (incoming messages). A "
+        "chat's messages are listed in the platform's order, whatever order they arrived in.",
+    )
+    edited_at: datetime | None = Field(
+        default=None, description="When the customer last edited it, if they did."
+    )
     delivery_status: DeliveryStatus | None = Field(
         default=None, description="For outgoing messages: how far delivery has got."
     )
@@ -145,6 +173,16 @@ class ChatMessageReceived(Event):
     """A customer message was added to a chat."""
 
     type = "chat.message_received"
+
+    chat_id: str
+    agent_id: str | None = Field(description="The agent holding the chat (offered or owner).")
+    message: MessageView
+
+
+class ChatMessageEdited(Event):
+    """A customer edited a message of a chat: the message as it reads now."""
+
+    type = "chat.message_edited"
 
     chat_id: str
     agent_id: str | None = Field(description="The agent holding the chat (offered or owner).")
@@ -259,6 +297,20 @@ class ChatMessageUpdated(Event):
     chat_id: str
     agent_id: str | None = Field(description="The agent holding the chat (offered or owner).")
     message: MessageView
+
+
+class IdentityUnreachable(Event):
+    """The platform refused a message because the customer cannot receive messages from this
+    channel (they blocked the bot, or deleted their account). contacts flags the identity until
+    the customer writes again."""
+
+    type = "identity.unreachable"
+
+    channel_id: str
+    platform: Platform
+    external_user_id: str
+    reason: str = Field(description="Human-readable, as the agent was told.")
+    detected_at: datetime
 
 
 class AgentStatusChanged(Event):

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("ingest", "contacts", "chat", "routing", "cases", "gateway")
@@ -77,10 +77,25 @@ class Settings(BaseSettings):
 
     token_ttl_hours: int = 12
     telegram_api_base: str = "https://api.telegram.org"
+    # Where the platforms reach ingest's webhooks (`https://chat.example.com`). Set: Telegram
+    # channels register `{public_base_url}/webhooks/telegram/{id}`. Unset: ingest long-polls.
+    public_base_url: str | None = Field(default=None, pattern=r"^https?://")
+    # Long polling: how long one getUpdates waits for news, and how long a replica's claim on a
+    # channel lasts without renewal (another replica takes the channel over after it).
+    telegram_poll_timeout_s: int = Field(default=25, ge=1, le=50)
+    telegram_lease_s: float = Field(default=30.0, gt=0)
+    # Webhook mode: how often Telegram is asked whether it can deliver to the webhook.
+    telegram_webhook_check_s: float = Field(default=300.0, gt=0)
     # Graph API, with the version the Messenger calls are written against.
     facebook_api_base: str = "https://graph.facebook.com/v25.0"
     log_level: str = "INFO"
     log_format: str = "json"
+
+    @field_validator("public_base_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # `CHATDESK_PUBLIC_BASE_URL=` (as compose passes an unset variable) means long polling.
+        return value or None
 
     @model_validator(mode="after")
     def _internal_token_when_distributed(self) -> Settings:

@@ -19,7 +19,8 @@ async def create_from_chat(session: AsyncSession, data: CaseFromChatIn) -> Case:
     existing = await session.scalar(select(Case).where(Case.chat_id == data.chat_id))
     if existing is not None:
         return existing
-    messages = sorted(data.messages, key=lambda m: m.created_at)
+    # In the conversation's order, as chat lists them (the platform's, not arrival's).
+    messages = list(data.messages)
     first = messages[0] if messages else None
     before_answer = takewhile(lambda m: m.direction == "in", messages)
     case = Case(

@@ -41,6 +41,12 @@ def internal_router(db: Database) -> APIRouter:
             await load(session, chat_id)
             return await service.messages_of(session, chat_id)
 
+    @router.get("/channels/{channel_id}/usage")
+    async def channel_usage(channel_id: str) -> dict[str, int]:
+        """What the channel has in chat: a channel with chats is deactivated, not deleted."""
+        async with db.sessions() as session:
+            return {"chats": await service.chats_of_channel(session, channel_id)}
+
     @router.post("/chats/{chat_id}/replies", status_code=status.HTTP_201_CREATED)
     async def post_reply(chat_id: str, reply: ReplyIn) -> MessageView:
         async with db.transaction() as session:

@@ -10,10 +10,11 @@ from libs.common.events import (
     ChatAccepted,
     ChatOffered,
     DeliveryUpdated,
+    InboundEdited,
     InboundResolved,
 )
 from libs.common.handlers import Consumers
-from services.chat import service
+from services.chat import edits, service
 
 consumers = Consumers("chat")
 
@@ -43,3 +44,8 @@ async def record_delivery(session: AsyncSession, event: DeliveryUpdated, _: Enve
 @consumers.on(AttachmentFetched)
 async def record_file(session: AsyncSession, event: AttachmentFetched, _: Envelope) -> None:
     await service.record_file(session, event)
+
+
+@consumers.on(InboundEdited)
+async def record_edit(session: AsyncSession, event: InboundEdited, _: Envelope) -> None:
+    await edits.apply_edit(session, event)

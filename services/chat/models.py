@@ -1,4 +1,5 @@
-"""chat's tables: chats, their messages, and the messages' files (attachments)."""
+"""chat's tables: chats, their messages, the messages' files, and customers' edits waiting for
+their message."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class Chat(Base):
             postgresql_where=text(OPEN),
             sqlite_where=text(OPEN),
         ),
+        # An edit names its message by channel, platform chat and platform message id.
+        Index("chats_by_platform_chat", "channel_id", "external_chat_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -63,8 +66,14 @@ class Message(Base):
     chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id"), index=True)
     direction: Mapped[str] = mapped_column(String(3))
     text: Mapped[str | None] = mapped_column(Text)
+    # When chatdesk got it (a customer's) or when the agent posted it.
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     external_message_id: Mapped[str | None] = mapped_column(String(100))
+    # A customer's message: when the platform says it was sent, and the platform's number of it
+    # in its chat (Telegram): the conversation is shown in that order (`ordering.py`).
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     author_agent_id: Mapped[str | None] = mapped_column(String(36))
     delivery_status: Mapped[str | None] = mapped_column(String(20))
     delivery_error: Mapped[str | None] = mapped_column(Text)
@@ -78,6 +87,8 @@ class Message(Base):
             attachments=attachments,
             created_at=self.created_at,
             author_agent_id=self.author_agent_id,
+            sent_at=self.sent_at,
+            edited_at=self.edited_at,
             delivery_status=self.delivery_status,
             delivery_error=self.delivery_error,
         )
@@ -121,6 +132,20 @@ class AttachmentOut(BaseModel):
     size: int | None
     state: str
     blob_key: str | None
+
+
+class PendingEdit(Base):
+    """A customer's edit that came before the message it edits (it skips contacts, the message
+    does not): applied once the message is stored (`edits.py`)."""
+
+    __tablename__ = "pending_edits"
+
+    channel_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    external_chat_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    external_message_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    text: Mapped[str | None] = mapped_column(Text)
+    edited_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ChatOut(BaseModel):

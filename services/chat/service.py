@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import UTCDateTime, insert_ignore, upsertable
@@ -28,6 +28,7 @@ from libs.common.events import (
 )
 from libs.common.outbox import emit
 from services.chat.models import Chat, Message, MessageFile, ReplyFile
+from services.chat.ordering import conversation_order
 
 PREVIEW = 200
 
@@ -105,7 +106,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
         for o in opened.values():
             emit(session, o, subject=o.chat_id)
 
-    views: list[tuple[MessageView, str | None, str | None]] = []
+    views: list[tuple[MessageView, str | None, InboundResolved]] = []
     files: list[dict[str, Any]] = []
     for resolved in batch:
         key = (resolved.contact_id, resolved.message.channel_id)
@@ -123,8 +124,9 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
                 a.model_copy(update={"platform_file_id": None}) for a in inbound.attachments
             ],
             created_at=inbound.received_at,
+            sent_at=inbound.sent_at,
         )
-        views.append((view, agent_id, inbound.external_message_id))
+        views.append((view, agent_id, resolved))
         files.extend(
             _file_row(a, view.id, chat_id, position) for position, a in enumerate(view.attachments)
         )
@@ -137,9 +139,11 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
                 "direction": "in",
                 "text": view.text,
                 "created_at": view.created_at,
-                "external_message_id": external_id,
+                "external_message_id": resolved.message.external_message_id,
+                "sent_at": resolved.message.sent_at,
+                "sequence": resolved.message.sequence,
             }
-            for view, _, external_id in views
+            for view, _, resolved in views
         ],
     )
     if files:
@@ -426,12 +430,20 @@ async def chats_by_ids(session: AsyncSession, ids: Sequence[str]) -> list[Chat]:
 
 
 async def messages_of(session: AsyncSession, chat_id: str) -> list[MessageView]:
-    rows = list(
-        await session.scalars(
-            select(Message)
-            .where(Message.chat_id == chat_id)
-            .order_by(Message.created_at, Message.id)
-        )
+    """The chat's messages in the platform's order (see `ordering.py`), with their files."""
+    rows = conversation_order(
+        list(await session.scalars(select(Message).where(Message.chat_id == chat_id)))
     )
     files = await files_of(session, [m.id for m in rows])
     return [m.view(files.get(m.id, [])) for m in rows]
+
+
+async def chats_of_channel(session: AsyncSession, channel_id: str) -> int:
+    """How many chats a channel has had (a channel with chats is not deleted)."""
+    count: int = (
+        await session.scalar(
+            select(func.count()).select_from(CHATS).where(CHATS.c.channel_id == channel_id)
+        )
+        or 0
+    )
+    return count

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
-from libs.common.events import InboundMessage, PictureFetched
+from libs.common.events import IdentityUnreachable, InboundMessage, PictureFetched
 from libs.common.handlers import Consumers
 from services.contacts import service
 
@@ -22,3 +22,8 @@ async def resolve_contact(
 @consumers.on(PictureFetched)
 async def record_picture(session: AsyncSession, event: PictureFetched, _: Envelope) -> None:
     await service.record_picture(session, event)
+
+
+@consumers.on(IdentityUnreachable)
+async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable, _: Envelope) -> None:
+    await service.flag_unreachable(session, event)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from pydantic import BaseModel, Field
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from libs.common.db import UTCDateTime, bus_tables
@@ -43,6 +43,10 @@ class Identity(Base):
     channel_id: Mapped[str] = mapped_column(String(36))
     username: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the platform refused a message because the customer cannot receive it from this
+    # channel (blocked the bot, deleted the account); cleared when they write again.
+    unreachable_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unreachable_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class IdentityOut(BaseModel):
@@ -50,6 +54,12 @@ class IdentityOut(BaseModel):
     external_user_id: str
     channel_id: str
     username: str | None
+    unreachable: bool = Field(
+        description="The customer cannot receive messages from this channel (they blocked the "
+        "bot or deleted their account): replies fail until they write again."
+    )
+    unreachable_since: datetime | None
+    unreachable_reason: str | None
 
 
 class PictureOut(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, delete, insert, select, tuple_, update
@@ -10,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import insert_ignore
 from libs.common.envelope import new_id, utcnow
-from libs.common.events import ContactCreated, InboundMessage, InboundResolved, PictureFetched
+from libs.common.events import (
+    ContactCreated,
+    IdentityUnreachable,
+    InboundMessage,
+    InboundResolved,
+    PictureFetched,
+)
 from libs.common.outbox import emit
 from services.contacts.models import Contact, ContactOut, Identity, IdentityOut, PictureOut
 
@@ -25,13 +32,17 @@ def _key(message: InboundMessage) -> Key:
     return (message.platform, message.external_user_id, message.channel_id)
 
 
-async def _contacts_of(session: AsyncSession, keys: set[Key]) -> dict[Key, tuple[str, str]]:
-    """The (contact id, name) of each identity that has a contact."""
+async def _contacts_of(
+    session: AsyncSession, keys: set[Key], unreachable: dict[Key, datetime] | None = None
+) -> dict[Key, tuple[str, str]]:
+    """The (contact id, name) of each identity that has a contact; identities flagged
+    unreachable go into `unreachable`, with the time they were flagged."""
     rows = await session.execute(
         select(
             IDENTITIES.c.platform,
             IDENTITIES.c.external_user_id,
             IDENTITIES.c.channel_id,
+            IDENTITIES.c.unreachable_since,
             CONTACTS.c.id,
             CONTACTS.c.name,
         )
@@ -42,7 +53,13 @@ async def _contacts_of(session: AsyncSession, keys: set[Key]) -> dict[Key, tuple
             ).in_(keys)
         )
     )
-    return {(r.platform, r.external_user_id, r.channel_id): (r.id, r.name) for r in rows}
+    found: dict[Key, tuple[str, str]] = {}
+    for r in rows:
+        key = (r.platform, r.external_user_id, r.channel_id)
+        found[key] = (r.id, r.name)
+        if unreachable is not None and r.unreachable_since is not None:
+            unreachable[key] = r.unreachable_since
+    return found
 
 
 async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage]) -> None:
@@ -51,7 +68,10 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
     A batch costs a handful of Core statements whatever its size: this runs for every customer
     message. A new customer's messages within a batch create one contact.
     """
-    known = await _contacts_of(session, {_key(m) for m in batch})
+    unreachable: dict[Key, datetime] = {}
+    known = await _contacts_of(session, {_key(m) for m in batch}, unreachable)
+    if unreachable:
+        await _reachable_again(session, batch, unreachable)
     new: dict[Key, InboundMessage] = {}
     for message in batch:
         if _key(message) not in known:
@@ -120,6 +140,39 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
         announced.add(key)
 
 
+async def _reachable_again(
+    session: AsyncSession, batch: Sequence[InboundMessage], unreachable: dict[Key, datetime]
+) -> None:
+    """A customer who writes can be written to: clear the flag of identities that wrote after
+    it was set (a message older than the flag is one that overtook it)."""
+    back = {
+        _key(m) for m in batch if _key(m) in unreachable and m.received_at > unreachable[_key(m)]
+    }
+    if back:
+        await session.execute(
+            update(IDENTITIES)
+            .where(
+                tuple_(
+                    IDENTITIES.c.platform, IDENTITIES.c.external_user_id, IDENTITIES.c.channel_id
+                ).in_(back)
+            )
+            .values(unreachable_since=None, unreachable_reason=None)
+        )
+
+
+async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable) -> None:
+    """The platform said the customer cannot receive this channel's messages."""
+    await session.execute(
+        update(IDENTITIES)
+        .where(
+            IDENTITIES.c.platform == event.platform,
+            IDENTITIES.c.external_user_id == event.external_user_id,
+            IDENTITIES.c.channel_id == event.channel_id,
+        )
+        .values(unreachable_since=event.detected_at, unreachable_reason=event.reason)
+    )
+
+
 async def get_contact(session: AsyncSession, contact_id: str) -> ContactOut | None:
     contact = await session.get(Contact, contact_id)
     if contact is None:
@@ -139,6 +192,9 @@ async def get_contact(session: AsyncSession, contact_id: str) -> ContactOut | No
                 external_user_id=i.external_user_id,
                 channel_id=i.channel_id,
                 username=i.username,
+                unreachable=i.unreachable_since is not None,
+                unreachable_since=i.unreachable_since,
+                unreachable_reason=i.unreachable_reason,
             )
             for i in identities
         ],

@@ -81,7 +81,10 @@ ChannelIn = Annotated[TelegramChannelIn | FacebookChannelIn, Body(discriminator=
 class ChannelPatch(BaseModel):
     """New settings for a channel, each optional: a Telegram channel takes `name`, `token`,
     `secret`; a Facebook channel `name`, `page_token`, `app_secret`, `verify_token`,
-    `human_agent_tag`. A new token clears the channel's `token_invalid` status."""
+    `human_agent_tag`; both take `active`. A new token clears the channel's `token_invalid`
+    status. `active: false` deactivates the channel: its webhook answers 410 and it sends
+    nothing. On a Telegram channel, a new token or secret, or `active: true`, registers the
+    webhook again (in webhook mode), which is also how to retry one that failed."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -92,6 +95,7 @@ class ChannelPatch(BaseModel):
     app_secret: str | None = None
     verify_token: str | None = None
     human_agent_tag: bool | None = None
+    active: bool | None = None
 
 
 def agent_out(agent: Agent) -> AgentOut:
@@ -454,5 +458,23 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
             json=body.model_dump(exclude_none=True),
         )
         return channel
+
+    @router.delete(
+        "/admin/channels/{channel_id}", tags=["admin"], status_code=status.HTTP_204_NO_CONTENT
+    )
+    async def delete_channel(_: Supervisor, channel_id: str) -> None:
+        """Delete a channel that has no chats (one created by mistake). A channel with chats
+        answers 409: deactivate it instead (`PATCH {"active": false}`), so that its chats keep
+        their channel."""
+        path = f"/internal/channels/{quote(channel_id, safe='')}"
+        await peers.get("ingest", path)  # 404 for an unknown channel
+        usage = await peers.get("chat", f"/internal/channels/{quote(channel_id, safe='')}/usage")
+        if usage["chats"]:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"the channel has {usage['chats']} chats: deactivate it instead "
+                '(PATCH {"active": false}); a deleted channel would leave them without one',
+            )
+        await peers.call("ingest", "DELETE", path)
 
     return router

@@ -40,6 +40,8 @@ class Peers:
             raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"the {service} service failed")
         if response.status_code >= 400:
             raise HTTPException(response.status_code, _detail(response) or response.text)
+        if response.status_code == status.HTTP_204_NO_CONTENT:
+            return None
         return response.json()
 
     async def get(self, service: str, path: str, **kwargs: Any) -> Any:

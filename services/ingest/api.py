@@ -13,24 +13,29 @@ from sqlalchemy.exc import IntegrityError
 
 from libs.common.db import Database
 from libs.common.settings import Settings
-from services.ingest import channels, service, telegram
+from services.ingest import channels
 from services.ingest.meta import signature, webhook
 from services.ingest.meta.graph import Graph
 from services.ingest.meta.inbound import MetaInbound
 from services.ingest.models import Channel, ChannelIn, ChannelOut, ChannelPatch
+from services.ingest.telegram_inbound import TelegramInbound
+from services.ingest.telegram_link import Links
 
 MAX_CHALLENGE = 256
 
 
 def webhook_router(
-    cache: channels.ChannelCache, inbound: service.InboundCommits, meta: MetaInbound
+    cache: channels.ChannelCache, telegram: TelegramInbound, meta: MetaInbound
 ) -> APIRouter:
     router = APIRouter(prefix="/webhooks")
 
     async def channel_of(kind: str, channel_id: str) -> Channel:
         channel = await cache.get(channel_id)
-        if channel is None or channel.kind != kind or not channel.active:
+        if channel is None or channel.kind != kind:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
+        if not channel.active:
+            # Gone, not failing: nothing posted here is taken until the channel is reactivated.
+            raise HTTPException(status.HTTP_410_GONE, "the channel is deactivated")
         return channel
 
     @router.post("/telegram/{channel_id}")
@@ -46,9 +51,7 @@ def webhook_router(
             update = Update.model_validate(_json(await request.body()))
         except ValidationError as exc:
             raise _malformed("not a Telegram Update", exc) from exc
-        message = telegram.normalize(update, channel)
-        if message is not None:
-            await inbound.submit((f"telegram:{channel.id}:{update.update_id}", message))
+        await telegram.accept(channel, [update])
         return {"ok": True}
 
     @router.get("/facebook/{channel_id}", response_class=PlainTextResponse)
@@ -100,19 +103,37 @@ def _malformed(what: str, exc: ValidationError) -> HTTPException:
     return HTTPException(status.HTTP_400_BAD_REQUEST, {"message": what, "errors": errors})
 
 
-def internal_router(db: Database, settings: Settings, graph: Graph) -> APIRouter:
+def internal_router(
+    db: Database,
+    settings: Settings,
+    graph: Graph,
+    cache: channels.ChannelCache,
+    links: Links,
+) -> APIRouter:
     router = APIRouter(prefix="/internal")
+
+    async def reread(channel_id: str) -> Channel:
+        async with db.sessions() as session:
+            channel = await channels.get_channel(session, channel_id)
+        if channel is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
+        return channel
 
     @router.post("/channels", status_code=status.HTTP_201_CREATED)
     async def create_channel(data: ChannelIn) -> ChannelOut:
         try:
-            await channels.check_new_channel(graph, data, settings)
+            account = await channels.check_new_channel(graph, data, settings)
             async with db.transaction() as session:
-                channel = await channels.create_channel(session, data, settings)
+                channel = await channels.create_channel(session, data, settings, account)
         except channels.ChannelRefused as exc:
             raise HTTPException(exc.status, exc.detail) from exc
-        except IntegrityError as exc:  # a concurrent request took the page first
-            raise HTTPException(status.HTTP_409_CONFLICT, "the page already has a channel") from exc
+        except IntegrityError as exc:  # a concurrent request took the page or bot first
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"the {data.kind} account already has a channel"
+            ) from exc
+        if channel.kind == "telegram":
+            await links.relink(channel)
+            channel = await reread(channel.id)
         return ChannelOut.of(channel)
 
     @router.get("/channels")
@@ -122,26 +143,39 @@ def internal_router(db: Database, settings: Settings, graph: Graph) -> APIRouter
 
     @router.get("/channels/{channel_id}")
     async def get_channel(channel_id: str) -> ChannelOut:
-        async with db.sessions() as session:
-            channel = await channels.get_channel(session, channel_id)
-        if channel is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
-        return ChannelOut.of(channel)
+        return ChannelOut.of(await reread(channel_id))
 
     @router.patch("/channels/{channel_id}")
     async def update_channel(channel_id: str, patch: ChannelPatch) -> ChannelOut:
-        async with db.sessions() as session:
-            current = await channels.get_channel(session, channel_id)
-        if current is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
+        current = await reread(channel_id)
         try:
             await channels.check_patch(graph, current, patch)
         except channels.ChannelRefused as exc:
             raise HTTPException(exc.status, exc.detail) from exc
         async with db.transaction() as session:
             channel = await channels.get_channel(session, channel_id)
-            assert channel is not None  # channels are never deleted
+            if channel is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown channel")
             channels.apply_patch(channel, patch)
+        cache.forget(channel)
+        if channel.kind == "telegram":
+            if channels.relinks_telegram(patch):
+                await links.relink(channel)
+            else:
+                links.wake()  # deactivated: its poller stops now, not at the next round
+            channel = await reread(channel_id)
         return ChannelOut.of(channel)
+
+    @router.delete("/channels/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)
+    async def delete_channel(channel_id: str) -> None:
+        """Only for a channel without chats: the gateway asks chat first. A channel with chats
+        is deactivated instead, so its history keeps its channel."""
+        channel = await reread(channel_id)
+        if channel.kind == "telegram":
+            await links.unlink(channel)
+        async with db.transaction() as session:
+            await channels.delete_channel(session, channel_id)
+        cache.forget(channel)
+        links.wake()
 
     return router

@@ -19,6 +19,8 @@ from services.ingest.models import Base, Channel
 from services.ingest.sending import RetryPolicy
 from services.ingest.telegram import TelegramBots, TelegramSender
 from services.ingest.telegram_files import TelegramFiles
+from services.ingest.telegram_inbound import TelegramInbound
+from services.ingest.telegram_link import Links
 
 NAME = "ingest"
 
@@ -48,9 +50,13 @@ def build(runtime: Runtime) -> Service:
     inbound = service.inbound_commits(db, fetcher.wake)
     receipts = service.receipt_commits(db)
     meta = MetaInbound(cache, profiles, inbound, receipts)
-    app.include_router(api.webhook_router(cache, inbound, meta))
+    telegram_inbound = TelegramInbound(inbound)
+    # Polls or watches each Telegram channel from one replica (see telegram_link.py).
+    links = Links(db, bots, telegram_inbound, settings)
+    app.include_router(api.webhook_router(cache, telegram_inbound, meta))
     app.include_router(
-        api.internal_router(db, settings, graph), dependencies=[Depends(runtime.internal_auth())]
+        api.internal_router(db, settings, graph, cache, links),
+        dependencies=[Depends(runtime.internal_auth())],
     )
     consumers = build_consumers(
         {
@@ -65,6 +71,7 @@ def build(runtime: Runtime) -> Service:
         db,
         consumers,
         app,
-        on_start=[blobs.prepare, fetcher.start],
-        on_stop=[fetcher.stop, inbound.stop, receipts.stop, bots.close, graph.close],
+        on_start=[blobs.prepare, fetcher.start, links.start],
+        # Links first: a poller may be handing updates to the inbound commit.
+        on_stop=[links.stop, fetcher.stop, inbound.stop, receipts.stop, bots.close, graph.close],
     )

@@ -1,5 +1,6 @@
 """ingest's tables: channels (with their secrets), inbound dedup keys, outbound deliveries,
-the platform-side state of each conversation (threads), and files waiting to be downloaded."""
+the platform-side state of each conversation (threads), files waiting to be downloaded, and
+which replica looks after each Telegram channel's link to Telegram (telegram_links)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import JSON, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from libs.common.db import UTCDateTime, bus_tables
@@ -31,8 +32,11 @@ class Channel(Base):
     name: Mapped[str] = mapped_column(String(200))
     queue_id: Mapped[str] = mapped_column(String(36))
     api_base: Mapped[str] = mapped_column(String(500))
-    # The channel's own account on its platform: the Facebook page id (none for Telegram).
+    # The channel's own account on its platform: the Facebook page id, the Telegram bot's id
+    # (one channel per account: two channels of one bot would take each other's updates).
     external_id: Mapped[str | None] = mapped_column(String(100))
+    # Its name there, for people: the bot's @username.
+    external_name: Mapped[str | None] = mapped_column(String(200))
     # Secrets: never returned by the API, never put in events or logs.
     # `token` calls the platform (bot token, page access token); `secret` checks its webhooks
     # (Telegram's secret token, the Meta app secret); `verify_token` answers Meta's handshake.
@@ -41,8 +45,10 @@ class Channel(Base):
     verify_token: Mapped[str | None] = mapped_column(Text)
     # Facebook: replies outside the 24-hour window may go out tagged HUMAN_AGENT (7 days).
     human_agent_tag: Mapped[bool] = mapped_column(default=False)
-    # Health of the credentials, as the platform last answered: ok, token_invalid.
+    # Health of the link, as the platform last answered: ok, token_invalid, webhook_failing
+    # (Telegram could not take or use our webhook); `status_reason` says why, without secrets.
     status: Mapped[str] = mapped_column(String(20), default="ok")
+    status_reason: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -113,6 +119,23 @@ class Fetch(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class TelegramLink(Base):
+    """Which ingest process looks after a Telegram channel's link (long polling, or watching the
+    webhook), until when; and where polling got to.
+
+    A process holds a channel while it renews `leased_until`; when it stops renewing (it died),
+    any other replica takes the channel over. `next_update_id` is the getUpdates offset:
+    updates below it are committed and confirmed to Telegram.
+    """
+
+    __tablename__ = "telegram_links"
+
+    channel_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    leased_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_update_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
 TELEGRAM_TOKEN_PATTERN = r"^\d+:[A-Za-z0-9_-]+$"
 TELEGRAM_SECRET_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
 META_APP_SECRET_PATTERN = r"^[A-Za-z0-9]{1,200}$"
@@ -170,6 +193,11 @@ class ChannelPatch(BaseModel):
     app_secret: str | None = Field(default=None, pattern=META_APP_SECRET_PATTERN)
     verify_token: str | None = Field(default=None, min_length=1, max_length=200)
     human_agent_tag: bool | None = None
+    active: bool | None = Field(
+        default=None,
+        description="false stops taking messages and sending replies (the webhook answers 410); "
+        "true takes them again. A channel with chats is deactivated rather than deleted.",
+    )
 
     def fields(self) -> set[str]:
         return {name for name, value in self if value is not None}
@@ -177,8 +205,8 @@ class ChannelPatch(BaseModel):
 
 # The settings of each kind that a patch may change.
 PATCHABLE = {
-    "telegram": {"name", "token", "secret"},
-    "facebook": {"name", "page_token", "app_secret", "verify_token", "human_agent_tag"},
+    "telegram": {"name", "token", "secret", "active"},
+    "facebook": {"name", "page_token", "app_secret", "verify_token", "human_agent_tag", "active"},
 }
 
 
@@ -191,11 +219,15 @@ class ChannelOut(BaseModel):
     queue_id: str
     api_base: str
     page_id: str | None = Field(description="Facebook: the page the channel answers for.")
+    bot_id: str | None = Field(description="Telegram: the bot's id, from getMe.")
+    bot_username: str | None = Field(description="Telegram: the bot's @username.")
     human_agent_tag: bool
     status: str = Field(
-        description="ok, or token_invalid once the platform refused the channel's token: "
-        "replies fail until the token is replaced."
+        description="ok; token_invalid once the platform refused the channel's token (replies "
+        "fail until the token is replaced); webhook_failing when Telegram refused our webhook "
+        "or cannot deliver to it."
     )
+    status_reason: str | None = Field(description="Why the status is not ok.")
     active: bool
     created_at: datetime
     webhook_path: str
@@ -208,9 +240,12 @@ class ChannelOut(BaseModel):
             name=channel.name,
             queue_id=channel.queue_id,
             api_base=channel.api_base,
-            page_id=channel.external_id,
+            page_id=channel.external_id if channel.kind == "facebook" else None,
+            bot_id=channel.external_id if channel.kind == "telegram" else None,
+            bot_username=channel.external_name if channel.kind == "telegram" else None,
             human_agent_tag=channel.human_agent_tag,
             status=channel.status,
+            status_reason=channel.status_reason,
             active=channel.active,
             created_at=channel.created_at,
             webhook_path=f"/webhooks/{channel.kind}/{channel.id}",

@@ -14,6 +14,8 @@ from typing import Literal, Protocol
 from libs.common.events import ChatReplyPosted, DeliveryStatus
 from services.ingest.models import Channel
 
+# What a send teaches about the channel's token; a channel's status has `webhook_failing` too,
+# which only the Telegram link sets and clears (`channels.ChannelStatus`).
 ChannelHealth = Literal["ok", "token_invalid"]
 
 
@@ -39,30 +41,20 @@ class Outcome:
     sent_at: datetime | None = None
     # What the attempt taught us about the channel's credentials, if anything.
     channel_health: ChannelHealth | None = None
-
-
-class SendFailed(Exception):
-    """A part of a reply the platform will not take: the reason agents see."""
-
-    def __init__(self, error: str, health: ChannelHealth | None = None) -> None:
-        super().__init__(error)
-        self.error = error
-        self.health = health
-
-
-class ReplySender(Protocol):
-    """One platform's way of sending a reply (its text, its files), retries included."""
-
-    async def send(self, channel: Channel, reply: ChatReplyPosted) -> Outcome: ...
+    # The customer cannot receive messages from this channel (blocked it, deleted the account):
+    # contacts is told, so the contact shows it.
+    recipient_unreachable: bool = False
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """`text` in parts of at most `limit` characters (a platform's limit for one message), cut
-    at a line or word break where one is near."""
+    """`text` in parts of at most `limit` characters, cut at a line break, else a word break,
+    in the second half of a part; parts are sent in order, each as its own message."""
     parts: list[str] = []
     while len(text) > limit:
         window = text[: limit + 1]  # a break just past the limit still leaves a full part
-        cut = max(window.rfind("\n"), window.rfind(" "))
+        cut = window.rfind("\n")
+        if cut < limit // 2:  # paragraphs too long: between words
+            cut = window.rfind(" ")
         if cut < limit // 2:  # no break in the second half: cut inside the word
             parts.append(text[:limit])
             text = text[limit:]
@@ -71,3 +63,28 @@ def split_text(text: str, limit: int) -> list[str]:
             text = text[cut + 1 :]  # the break itself is not sent
     parts.append(text)
     return parts
+
+
+def partly_sent(error: str, sent: int, parts: int) -> str:
+    """A failure's reason, saying which parts of a long reply went out before it."""
+    if sent == 0:
+        return error
+    return f"{error} (The first {sent} of its {parts} parts were sent.)"
+
+
+class SendFailed(Exception):
+    """A part of a reply the platform will not take: the reason agents see."""
+
+    def __init__(
+        self, error: str, health: ChannelHealth | None = None, *, unreachable: bool = False
+    ) -> None:
+        super().__init__(error)
+        self.error = error
+        self.health = health
+        self.unreachable = unreachable  # the customer cannot receive messages on this channel
+
+
+class ReplySender(Protocol):
+    """One platform's way of sending a reply (its text, its files), retries included."""
+
+    async def send(self, channel: Channel, reply: ChatReplyPosted) -> Outcome: ...

@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.batching import GroupCommit
 from libs.common.db import Database, after_commit, insert_ignore
 from libs.common.envelope import utcnow
-from libs.common.events import ChatReplyPosted, DeliveryStatus, DeliveryUpdated, InboundMessage
+from libs.common.events import (
+    ChatReplyPosted,
+    DeliveryStatus,
+    DeliveryUpdated,
+    IdentityUnreachable,
+    InboundEdited,
+    InboundMessage,
+)
 from libs.common.outbox import emit
 from services.ingest import fetching
 from services.ingest.meta.items import Receipt
@@ -23,7 +30,9 @@ from services.ingest.sending import Outcome, ReplySender
 # Platforms whose replies must fall within a window after the customer's last message.
 WINDOWED_PLATFORMS = {"facebook"}
 
-InboundCommits = GroupCommit[tuple[str, InboundMessage], bool]
+# A platform update's dedup key and what it means: a new customer message, or an edit of one.
+Inbound = InboundMessage | InboundEdited
+InboundCommits = GroupCommit[tuple[str, Inbound], bool]
 ReceiptCommits = GroupCommit[tuple[str, Receipt], None]
 INBOUND_KEYS = cast(Table, InboundKey.__table__)
 THREADS = cast(Table, Thread.__table__)
@@ -38,7 +47,7 @@ def inbound_commits(db: Database, files_waiting: Callable[[], None] = _nothing) 
     False for a platform message seen before, True once it and its event are committed, with
     its files recorded for download (`files_waiting` is called after that commit)."""
 
-    async def accept(batch: list[tuple[str, InboundMessage]]) -> list[bool]:
+    async def accept(batch: list[tuple[str, Inbound]]) -> list[bool]:
         now = utcnow()
         async with db.transaction() as session:
             new = set(
@@ -53,6 +62,8 @@ def inbound_commits(db: Database, files_waiting: Callable[[], None] = _nothing) 
                 if key in new:
                     new.discard(key)  # the same update twice in one batch: once
                     emit(session, message, subject=message.channel_id)
+                    if not isinstance(message, InboundMessage):
+                        continue  # an edit: no files, no new activity
                     if message.platform in WINDOWED_PLATFORMS:
                         windowed.append(message)
                     if message.attachments:
@@ -84,9 +95,8 @@ async def lock_threads(
     wanted = sorted(set(keys))
     if create:
         await session.execute(
-            insert_ignore(session, THREADS).values(
-                [{"channel_id": c, "external_chat_id": x} for c, x in wanted]
-            )
+            insert_ignore(session, THREADS),
+            [{"channel_id": c, "external_chat_id": x} for c, x in wanted],
         )
     found = await session.scalars(
         select(Thread)
@@ -181,6 +191,7 @@ async def deliver_reply(db: Database, senders: Senders, reply: ChatReplyPosted) 
         outcome = Outcome("failed", error=f"Replies to {channel.kind} channels are not supported.")
     else:
         outcome = await sender.send(channel, reply)
+    outcome_time = utcnow()
     async with db.transaction() as session:
         status = outcome.status
         if status == "sent" and outcome.sent_at is not None:
@@ -188,12 +199,22 @@ async def deliver_reply(db: Database, senders: Senders, reply: ChatReplyPosted) 
                 Thread, (reply.channel_id, reply.external_chat_id), with_for_update=True
             )
             status = _reached(thread, outcome.sent_at)
-        if channel is not None and outcome.channel_health not in (None, channel.status):
-            await session.execute(
-                update(Channel)
-                .where(Channel.id == channel.id)
-                .values(status=outcome.channel_health)
-            )
+        if channel is not None:
+            await _learn_channel_health(session, channel, outcome)
+            if outcome.recipient_unreachable:
+                emit(
+                    session,
+                    IdentityUnreachable(
+                        channel_id=channel.id,
+                        platform=reply.platform,
+                        # A private chat's id is its customer's (Telegram), a PSID is both
+                        # (Messenger): replies go where the customer's messages come from.
+                        external_user_id=reply.external_chat_id,
+                        reason=outcome.error or "",
+                        detected_at=outcome_time,
+                    ),
+                    subject=reply.chat_id,
+                )
         delivery = Delivery(
             message_id=message.id,
             chat_id=reply.chat_id,
@@ -203,7 +224,24 @@ async def deliver_reply(db: Database, senders: Senders, reply: ChatReplyPosted) 
             platform_message_id=outcome.platform_message_id,
             error=outcome.error,
             sent_at=outcome.sent_at,
-            updated_at=utcnow(),
+            updated_at=outcome_time,
         )
         session.add(delivery)
         _emit_delivery(session, delivery)
+
+
+async def _learn_channel_health(session: AsyncSession, channel: Channel, outcome: Outcome) -> None:
+    """A refused token flags the channel; an accepted one clears only that flag (a send says
+    nothing about the webhook)."""
+    if outcome.channel_health == "token_invalid":
+        await session.execute(
+            update(Channel)
+            .where(Channel.id == channel.id)
+            .values(status="token_invalid", status_reason=outcome.error)
+        )
+    elif outcome.channel_health == "ok" and channel.status == "token_invalid":
+        await session.execute(
+            update(Channel)
+            .where(Channel.id == channel.id, Channel.status == "token_invalid")
+            .values(status="ok", status_reason=None)
+        )

@@ -1,7 +1,10 @@
-"""Telegram: a Bot API `Update` into an `InboundMessage`; aiogram bots to send replies.
+"""Telegram: a Bot API `Update` into an `InboundMessage` (or, for an edit, an `InboundEdited`);
+aiogram bots to send replies.
 
 Replies go as `sendMessage` parts of at most 4096 characters; a file as `sendPhoto` (pictures
 Telegram shows as photos) or `sendDocument`, with the text as its caption when it fits in one.
+How updates reach `normalize` (webhook or long polling) is in `telegram_inbound.py` and
+`telegram_link.py`; checking a bot token and registering the webhook in `telegram_setup.py`.
 """
 
 from __future__ import annotations
@@ -29,9 +32,16 @@ from aiogram.types import BufferedInputFile, Message, Update
 
 from libs.common.blobs import BlobStore
 from libs.common.envelope import utcnow
-from libs.common.events import Attachment, ChatReplyPosted, InboundMessage, MessageView, Sender
+from libs.common.events import (
+    Attachment,
+    ChatReplyPosted,
+    InboundEdited,
+    InboundMessage,
+    MessageView,
+    Sender,
+)
 from services.ingest.models import Channel
-from services.ingest.sending import Outcome, RetryPolicy, SendFailed, split_text
+from services.ingest.sending import Outcome, RetryPolicy, SendFailed, partly_sent, split_text
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,8 @@ DOWNLOAD_LIMIT = 20 * 1024 * 1024  # bytes bots may download through the Bot API
 PHOTO_LIMIT = 10 * 1024 * 1024  # bytes of a photo; larger pictures go as documents
 PHOTO_TYPES = {"image/jpeg", "image/png", "image/webp"}
 FILE_TOO_LARGE = "The file is too large for Telegram (bots may send files of up to 50 MB)."
+BLOCKED = "The customer blocked the bot or deleted their account."
+TOKEN_INVALID = "Telegram refused the channel's bot token (401 Unauthorized): it needs a new one."
 
 
 def normalize(update: Update, channel: Channel) -> InboundMessage | None:
@@ -52,10 +64,9 @@ def normalize(update: Update, channel: Channel) -> InboundMessage | None:
             "telegram update without a new message ignored", extra={"update_id": update.update_id}
         )
         return None
-    if message.chat.type != "private" or message.from_user is None:
-        # Policy: chatdesk serves one-to-one conversations; group traffic is not a customer chat.
-        log.info("telegram non-private chat ignored", extra={"chat_type": message.chat.type})
+    if not _private(message):
         return None
+    assert message.from_user is not None  # checked by _private
     user = message.from_user
     text, attachments = _content(message)
     return InboundMessage(
@@ -74,6 +85,9 @@ def normalize(update: Update, channel: Channel) -> InboundMessage | None:
         text=text,
         attachments=attachments,
         sent_at=message.date.astimezone(UTC),
+        # Telegram numbers a chat's messages in order: it orders those sent in the same second
+        # (an album's items) and those that arrive out of order.
+        sequence=message.message_id,
     )
 
 
@@ -89,6 +103,38 @@ def _file(kind: str, file_id: str, size: int | None, **details: str | None) -> A
             **details,
         )
     return Attachment(kind=kind, size=size, platform_file_id=file_id, **details)
+
+
+def normalize_edit(update: Update, channel: Channel) -> InboundEdited | None:
+    """The customer's edit in `update` (`edited_message`), or None when it is none."""
+    message = update.edited_message
+    if message is None or not _private(message):
+        return None
+    text, _ = _content(message)
+    return InboundEdited(
+        channel_id=channel.id,
+        platform="telegram",
+        external_chat_id=str(message.chat.id),
+        external_message_id=str(message.message_id),
+        text=text,
+        edited_at=_edit_time(message),
+    )
+
+
+def _edit_time(message: Message) -> datetime:
+    # aiogram keeps `edit_date` as Telegram's unix seconds; an edit without one does not
+    # happen, and the message's own date is the fallback.
+    if message.edit_date is None:
+        return message.date.astimezone(UTC)
+    return datetime.fromtimestamp(message.edit_date, UTC)
+
+
+def _private(message: Message) -> bool:
+    if message.chat.type != "private" or message.from_user is None:
+        # Policy: chatdesk serves one-to-one conversations; group traffic is not a customer chat.
+        log.info("telegram non-private chat ignored", extra={"chat_type": message.chat.type})
+        return False
+    return True
 
 
 def _content(message: Message) -> tuple[str | None, list[Attachment]]:
@@ -122,8 +168,14 @@ def _content(message: Message) -> tuple[str | None, list[Attachment]]:
     return text, []
 
 
+def new_bot(token: str, api_base: str) -> Bot:
+    """An aiogram `Bot` talking to the Bot API server at `api_base`; close its session."""
+    return Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(api_base)))
+
+
 class TelegramBots:
-    """One aiogram `Bot` per channel, pointed at the channel's Bot API server."""
+    """One aiogram `Bot` per channel, pointed at the channel's Bot API server, shared by the
+    replies, the webhook registration and the long poller of that channel."""
 
     def __init__(self) -> None:
         self._bots: dict[tuple[str, str, str], Bot] = {}
@@ -132,8 +184,7 @@ class TelegramBots:
         key = (channel.id, channel.token, channel.api_base)
         bot = self._bots.get(key)
         if bot is None:
-            session = AiohttpSession(api=TelegramAPIServer.from_base(channel.api_base))
-            bot = self._bots[key] = Bot(channel.token, session=session)
+            bot = self._bots[key] = new_bot(channel.token, channel.api_base)
         return bot
 
     async def close(self) -> None:
@@ -146,7 +197,15 @@ Part = Callable[[], Awaitable[Message]]
 
 
 class TelegramSender:
-    """Replies through the Bot API (`ReplySender` for `telegram` channels)."""
+    """Replies through the Bot API (`ReplySender` for `telegram` channels).
+
+    What Telegram's answers mean for a reply:
+    - 429 (waits `retry_after`), 5xx, no answer: try again, up to the policy's attempts;
+    - 403 (blocked by the user, user deactivated): failed, and the customer is unreachable;
+    - 401: failed, and the channel's token is flagged invalid;
+    - 413: failed, the file is too large for Telegram;
+    - any other 400: failed with Telegram's description.
+    """
 
     def __init__(self, policy: RetryPolicy, bots: TelegramBots, blobs: BlobStore) -> None:
         self.policy = policy
@@ -169,10 +228,12 @@ class TelegramSender:
             try:
                 message_id, started = await self._send_part(part)
             except SendFailed as failed:
-                error = failed.error
-                if number > 1:
-                    error += f" (The first {number - 1} of its {len(parts)} parts were sent.)"
-                return Outcome("failed", error=error, channel_health=failed.health)
+                return Outcome(
+                    "failed",
+                    error=partly_sent(failed.error, number - 1, len(parts)),
+                    channel_health=failed.health,
+                    recipient_unreachable=failed.unreachable,
+                )
         return Outcome("sent", message_id, sent_at=started, channel_health="ok")
 
     async def _parts(self, bot: Bot, chat_id: int, message: MessageView) -> list[Part]:
@@ -219,11 +280,9 @@ class TelegramSender:
                     raise SendFailed(FILE_TOO_LARGE) from None
                 reason = "Telegram could not be reached"
             except TelegramForbiddenError:
-                raise SendFailed("The customer blocked the bot or deleted their account.") from None
+                raise SendFailed(BLOCKED, unreachable=True) from None
             except TelegramUnauthorizedError:
-                raise SendFailed(
-                    "The channel's bot token is no longer valid.", "token_invalid"
-                ) from None
+                raise SendFailed(TOKEN_INVALID, "token_invalid") from None
             except TelegramBadRequest as exc:
                 raise SendFailed(f"Telegram rejected the message: {exc.message}") from None
             if attempt < policy.attempts:

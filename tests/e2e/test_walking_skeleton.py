@@ -11,10 +11,10 @@ import pytest
 
 from tests.support.desk import (
     AGENT_PASSWORD,
-    BOT_TOKEN,
     SECRET,
     Stream,
     eventually,
+    new_bot_token,
     post_update,
     setup_desk,
     telegram_update,
@@ -38,7 +38,8 @@ class Not:
 async def test_telegram_message_reaches_agent_and_reply_goes_back(
     product: Product, fake_telegram: FakeTelegram
 ) -> None:
-    admin, anna, channel = await setup_desk(product, fake_telegram)
+    token = new_bot_token()
+    admin, anna, channel = await setup_desk(product, fake_telegram, token=token)
     assert anna.me["status"] == "inactive"
     async with Stream(anna.ws_url()) as stream:
         response = await anna.http.put("/api/me/status", json={"status": "active"})
@@ -67,7 +68,7 @@ async def test_telegram_message_reaches_agent_and_reply_goes_back(
         )
         assert response.status_code == 201, response.text
         calls = await fake_telegram.wait_sent(1)
-        assert calls[-1].token == BOT_TOKEN
+        assert calls[-1].token == token
         assert calls[-1].params == {"chat_id": "555", "text": "Let me check"}
         status = await stream.wait_for(
             "chat.message_status_changed", message__delivery_status="sent"
@@ -119,7 +120,7 @@ async def test_telegram_message_reaches_agent_and_reply_goes_back(
 
     # Secrets never reach the logs.
     log = product.log()
-    for secret in (BOT_TOKEN, SECRET, ADMIN_PASSWORD, anna.token, admin.token):
+    for secret in (token, SECRET, ADMIN_PASSWORD, anna.token, admin.token):
         assert secret not in log
     for console in (admin, anna, boris):
         await console.close()

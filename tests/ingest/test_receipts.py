@@ -6,49 +6,22 @@ messages only sometimes, and a receipt can arrive before the send it covers is r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from libs.common.db import Database
 from libs.common.envelope import Envelope, new_id, utcnow
 from libs.common.events import ChatReplyPosted, DeliveryUpdated, InboundMessage, MessageView
-from libs.common.settings import Settings
 from services.ingest import service
 from services.ingest.meta.items import Receipt
-from services.ingest.models import Base, Channel, Delivery, Thread
+from services.ingest.models import Channel, Delivery, Thread
 from services.ingest.sending import Outcome
-from tests.support.backends import Servers
 
 INGEST = Path(service.__file__).parent
 PAGE, PSID = "104512345678901", "7012345678901234"
-
-
-@pytest.fixture(scope="module")
-async def postgres_url(servers: Servers) -> str:
-    url, _ = await servers.fresh()
-    return url
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    settings = Settings(
-        DATABASE_URL=postgres_url if request.param == "postgresql" else None,
-        AMQP_URL=None,
-        data_dir=tmp_path / "data",
-    )
-    database = Database(settings, "ingest", Base.metadata, INGEST / "migrations")
-    if database.is_postgres:
-        async with database.engine.begin() as conn:
-            await conn.execute(text('DROP SCHEMA IF EXISTS "ingest" CASCADE'))
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

@@ -15,10 +15,15 @@ import websockets
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.product import ADMIN_PASSWORD, Console, Product
 
-BOT_TOKEN = "123456:TEST-token_abc"
+BOT_TOKEN = "123456:TEST-token_abc"  # the shape of a bot token; each desk has a new one
 SECRET = "s3cret-Token_1"
 AGENT_PASSWORD = "agent-password"
 T = TypeVar("T")
+
+
+def new_bot_token() -> str:
+    """A bot token of a new bot (a bot is one channel): `<bot id>:<secret part>`."""
+    return f"{10**9 + secrets.randbelow(9 * 10**9)}:TEST-{secrets.token_urlsafe(12)}"
 
 
 def telegram_update(
@@ -30,13 +35,14 @@ def telegram_update(
     first_name: str = "Ivan",
     last_name: str = "Petrov",
     username: str = "ivanp",
+    date: int | None = None,
 ) -> dict[str, Any]:
     """A Telegram `Update` with a private text message, as the Bot API sends it."""
     return {
         "update_id": update_id,
         "message": {
             "message_id": message_id or update_id,
-            "date": int(time.time()),
+            "date": date or int(time.time()),
             "chat": {"id": user_id, "type": "private", "first_name": first_name},
             "from": {
                 "id": user_id,
@@ -45,6 +51,24 @@ def telegram_update(
                 "last_name": last_name,
                 "username": username,
             },
+            "text": text,
+        },
+    }
+
+
+def edited_update(
+    update_id: int, message_id: int, text: str, *, user_id: int = 555, date: int | None = None
+) -> dict[str, Any]:
+    """A Telegram `Update` with `edited_message`: the customer changed message `message_id`."""
+    sent = date or int(time.time()) - 5
+    return {
+        "update_id": update_id,
+        "edited_message": {
+            "message_id": message_id,
+            "date": sent,
+            "edit_date": max(sent + 1, int(time.time())),
+            "chat": {"id": user_id, "type": "private", "first_name": "Ivan"},
+            "from": {"id": user_id, "is_bot": False, "first_name": "Ivan", "last_name": "Petrov"},
             "text": text,
         },
     }
@@ -108,24 +132,26 @@ def _get(data: Any, dotted: str) -> Any:
 
 
 async def setup_desk(
-    product: Product, fake: FakeTelegram
+    product: Product, fake: FakeTelegram, *, token: str | None = None
 ) -> tuple[Console, Console, dict[str, Any]]:
-    """A new agent, queue and Telegram channel (names unique, as tests share the product)."""
+    """A new agent, queue and Telegram channel of a new bot (names unique, as tests share the
+    product); `token` is the bot's, a new one unless given."""
     admin, agent, queue = await agent_and_queue(product)
+    token = token or new_bot_token()
     response = await admin.http.post(
         "/api/admin/channels",
         json={
             "kind": "telegram",
             "name": "Support bot",
             "queue_id": queue["id"],
-            "token": BOT_TOKEN,
+            "token": token,
             "secret": SECRET,
             "api_base": fake.url,
         },
     )
     assert response.status_code == 201, response.text
     channel = response.json()
-    assert BOT_TOKEN not in response.text and SECRET not in response.text
+    assert token not in response.text and SECRET not in response.text
     anna = await Console.login(product, agent["username"], AGENT_PASSWORD)
     return admin, anna, channel
 

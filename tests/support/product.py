@@ -67,6 +67,14 @@ class Product:
                 stderr=subprocess.STDOUT,
             )
 
+    async def restart(self, unit: str) -> None:
+        """Stop a unit cleanly (SIGTERM, as a deploy does), start it again, wait until ready."""
+        process = self.processes.pop(unit)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
+        self.start(unit)
+        await self.wait_ready(("gateway", "ingest") if unit == "all" else (unit,))
+
     def kill(self, unit: str) -> None:
         """Crash a unit: SIGKILL, no chance to finish or ack anything."""
         process = self.processes.pop(unit)
@@ -110,7 +118,10 @@ async def running(
     database_url: str | None = None,
     amqp_url: str | None = None,
     extra_env: dict[str, str] | None = None,
+    webhooks: bool = True,
 ) -> AsyncIterator[Product]:
+    """The product, started; with `webhooks`, Telegram channels register their webhook (at
+    ingest's local URL, which the fake Bot API takes), else ingest long-polls them."""
     ports = {name: free_port() for name in SERVICES}
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AMQP_URL")} | {
         "CHATDESK_DATA_DIR": str(data_dir),
@@ -123,6 +134,7 @@ async def running(
         "CHATDESK_MAX_FILE_MB": "1",
         "CHATDESK_LOG_FORMAT": "text",
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        **({"CHATDESK_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['ingest']}"} if webhooks else {}),
         **(extra_env or {}),
     }
     if mode == "distributed":

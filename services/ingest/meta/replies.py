@@ -25,7 +25,7 @@ from libs.common.envelope import utcnow
 from libs.common.events import Attachment, ChatReplyPosted
 from services.ingest.meta.graph import Credentials, Graph, GraphError, GraphUnreachable, Sent
 from services.ingest.models import Channel, Thread
-from services.ingest.sending import Outcome, RetryPolicy, SendFailed, split_text
+from services.ingest.sending import Outcome, RetryPolicy, SendFailed, partly_sent, split_text
 
 TEXT_LIMIT = 2000  # characters per Messenger text message
 HUMAN_AGENT_WINDOW = timedelta(days=7)
@@ -85,10 +85,12 @@ class FacebookSender:
             try:
                 message_id, started, tagged = await self._send_part(channel, psid, part, tagged)
             except SendFailed as failed:
-                error = failed.error
-                if number > 1:
-                    error += f" (The first {number - 1} of its {len(parts)} parts were sent.)"
-                return Outcome("failed", error=error, channel_health=failed.health)
+                return Outcome(
+                    "failed",
+                    error=partly_sent(failed.error, number - 1, len(parts)),
+                    channel_health=failed.health,
+                    recipient_unreachable=failed.unreachable,
+                )
         return Outcome("sent", message_id, sent_at=started, channel_health="ok")
 
     async def _text_part(
@@ -138,7 +140,7 @@ class FacebookSender:
                         f"Facebook refused the reply even tagged HUMAN_AGENT: {exc.message}"
                     ) from None
                 if exc.recipient_unavailable:
-                    raise SendFailed(UNAVAILABLE) from None
+                    raise SendFailed(UNAVAILABLE, unreachable=True) from None
                 if exc.token_invalid:
                     raise SendFailed(TOKEN_INVALID, "token_invalid") from None
                 if exc.rate_limited:

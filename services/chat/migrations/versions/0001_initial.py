@@ -55,6 +55,7 @@ def upgrade() -> None:
     with op.batch_alter_table('chats', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_chats_agent_id'), ['agent_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_chats_contact_id'), ['contact_id'], unique=False)
+        batch_op.create_index('chats_by_platform_chat', ['channel_id', 'external_chat_id'], unique=False)
         batch_op.create_index('one_open_chat_per_contact_channel', ['contact_id', 'channel_id'], unique=True, postgresql_where=sa.text("status <> 'completed'"), sqlite_where=sa.text("status <> 'completed'"))
 
     op.create_table('outbox',
@@ -63,6 +64,15 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('leased_until', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
+    )
+    op.create_table('pending_edits',
+    sa.Column('channel_id', sa.String(length=36), nullable=False),
+    sa.Column('external_chat_id', sa.String(length=100), nullable=False),
+    sa.Column('external_message_id', sa.String(length=100), nullable=False),
+    sa.Column('text', sa.Text(), nullable=True),
+    sa.Column('edited_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('channel_id', 'external_chat_id', 'external_message_id')
     )
     op.create_table('processed_events',
     sa.Column('event_id', sa.String(length=36), nullable=False),
@@ -77,6 +87,9 @@ def upgrade() -> None:
     sa.Column('text', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('external_message_id', sa.String(length=100), nullable=True),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('sequence', sa.BigInteger(), nullable=True),
+    sa.Column('edited_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('author_agent_id', sa.String(length=36), nullable=True),
     sa.Column('delivery_status', sa.String(length=20), nullable=True),
     sa.Column('delivery_error', sa.Text(), nullable=True),
@@ -96,9 +109,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_messages_chat_id'))
 
     op.drop_table('messages')
+    op.drop_table('pending_edits')
     op.drop_table('processed_events')
     op.drop_table('outbox')
     with op.batch_alter_table('chats', schema=None) as batch_op:
+        batch_op.drop_index('chats_by_platform_chat')
         batch_op.drop_index('one_open_chat_per_contact_channel', postgresql_where=sa.text("status <> 'completed'"), sqlite_where=sa.text("status <> 'completed'"))
         batch_op.drop_index(batch_op.f('ix_chats_contact_id'))
         batch_op.drop_index(batch_op.f('ix_chats_agent_id'))

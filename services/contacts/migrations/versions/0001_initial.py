@@ -47,6 +47,8 @@ def upgrade() -> None:
     sa.Column('channel_id', sa.String(length=36), nullable=False),
     sa.Column('username', sa.String(length=200), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('unreachable_since', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('unreachable_reason', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('platform', 'external_user_id', 'channel_id')
