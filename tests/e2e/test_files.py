@@ -21,10 +21,10 @@ import pytest
 
 from tests.support.desk import (
     AGENT_PASSWORD,
-    BOT_TOKEN,
     SECRET,
     Stream,
     eventually,
+    new_bot_token,
     post_update,
     setup_desk,
     telegram_update,
@@ -101,7 +101,8 @@ def settled(count: int) -> Callable[[list[dict[str, Any]]], bool]:
 async def test_customer_files_are_stored_and_served_to_whoever_may_see_the_chat(
     product: Product, fake_telegram: FakeTelegram
 ) -> None:
-    admin, anna, channel = await setup_desk(product, fake_telegram)
+    bot_token = new_bot_token()
+    admin, anna, channel = await setup_desk(product, fake_telegram, token=bot_token)
     seen = Seen()
     for console in (admin, anna):
         seen.watch(console)
@@ -149,7 +150,7 @@ async def test_customer_files_are_stored_and_served_to_whoever_may_see_the_chat(
     fetched = {path for _, path in fake_telegram.downloads}
     assert fake_telegram.files[photo[0]["file_id"]].path not in fetched
     assert fake_telegram.files[film["file_id"]].path not in fetched
-    assert {token for token, _ in fake_telegram.downloads} == {BOT_TOKEN}
+    assert {token for token, _ in fake_telegram.downloads} == {bot_token}
 
     # The agent downloads the exact bytes, named.
     got = await anna.http.get(f"/api/files/{stored['id']}")
@@ -198,8 +199,8 @@ async def test_customer_files_are_stored_and_served_to_whoever_may_see_the_chat(
         await boris.http.get(f"/api/files/{stored['id']}", headers={"Authorization": ""})
     ).status_code == 401
 
-    seen.assert_free_of(BOT_TOKEN, SECRET)
-    assert BOT_TOKEN not in product.log()
+    seen.assert_free_of(bot_token, SECRET)
+    assert bot_token not in product.log()
     for console in (admin, anna, boris):
         await console.close()
 
@@ -230,7 +231,8 @@ async def test_a_customer_without_a_visible_picture_has_none(
 async def test_agent_files_reach_the_customer_and_refusals_show(
     product: Product, fake_telegram: FakeTelegram
 ) -> None:
-    admin, anna, channel = await setup_desk(product, fake_telegram)
+    bot_token = new_bot_token()
+    admin, anna, channel = await setup_desk(product, fake_telegram, token=bot_token)
     seen = Seen()
     seen.watch(anna)
     user = 800_000 + secrets.randbelow(100_000)
@@ -253,7 +255,7 @@ async def test_agent_files_reach_the_customer_and_refusals_show(
         assert attachment["kind"] == "photo" and attachment["state"] == "stored"
         assert (attachment["name"], attachment["size"]) == ("Схема.png", len(PNG))
         [call] = await fake_telegram.wait_sent(1, "sendPhoto")
-        assert call.token == BOT_TOKEN and call.params["chat_id"] == str(user)
+        assert call.token == bot_token and call.params["chat_id"] == str(user)
         assert call.params["photo"].data == PNG and call.params["caption"] == "The diagram"
         await stream.wait_for(
             "chat.message_status_changed",
@@ -315,7 +317,7 @@ async def test_agent_files_reach_the_customer_and_refusals_show(
     assert theirs.status_code == 404
     assert await anna.messages(chat_id) == before
 
-    seen.assert_free_of(BOT_TOKEN, SECRET)
+    seen.assert_free_of(bot_token, SECRET)
     for console in (admin, anna, boris):
         await console.close()
 

@@ -15,7 +15,6 @@ import websockets
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.product import ADMIN_PASSWORD, Console, Product
 
-BOT_TOKEN = "123456:TEST-token_abc"  # the shape of a bot token; each desk has a new one
 SECRET = "s3cret-Token_1"
 AGENT_PASSWORD = "agent-password"
 T = TypeVar("T")
