@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -232,13 +233,16 @@ class ChannelCache:
         self._entries: dict[tuple[str, str], tuple[float, Channel | None]] = {}
 
     async def get(self, channel_id: str) -> Channel | None:
-        query = select(Channel).where(Channel.id == channel_id)
-        return await self._cached(("id", channel_id), query)
+        return await self._cached(
+            ("id", channel_id), lambda: select(Channel).where(Channel.id == channel_id)
+        )
 
     async def facebook_page(self, page_id: str) -> Channel | None:
         return await self._cached(
             ("facebook", page_id),
-            select(Channel).where(Channel.kind == "facebook", Channel.external_id == page_id),
+            lambda: select(Channel).where(
+                Channel.kind == "facebook", Channel.external_id == page_id
+            ),
         )
 
     def forget(self, channel: Channel) -> None:
@@ -247,12 +251,15 @@ class ChannelCache:
         if channel.external_id is not None:
             self._entries.pop((channel.kind, channel.external_id), None)
 
-    async def _cached(self, key: tuple[str, str], query: Select[Channel]) -> Channel | None:
+    async def _cached(
+        self, key: tuple[str, str], query: Callable[[], Select[Channel]]
+    ) -> Channel | None:
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is None or now - entry[0] > self.ttl_s:
+            # The query is built only on a miss: building it cost more than the lookup it saves.
             async with self.db.sessions() as session:
-                channel = await session.scalar(query)
+                channel = await session.scalar(query())
             if len(self._entries) > 10_000:  # unknown ids posted at us must not grow it forever
                 self._entries.clear()
             entry = self._entries[key] = (now, channel)
