@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.fake_telegram import free_port
+from tests.support import serving
 
 VERSION = "v25.0"
 
@@ -297,12 +297,5 @@ def _error(error: MetaError) -> JSONResponse:
 
 
 async def serve(fake: FakeFacebook) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    fake.url = f"http://127.0.0.1:{port}"
+    server, task, fake.url = await serving.serve(fake.app())
     return server, task

@@ -23,7 +23,6 @@ import asyncio
 import itertools
 import json
 import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support import serving
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 
@@ -358,19 +359,6 @@ async def _params(request: Request) -> dict[str, Any]:
     return params
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def serve(fake: FakeTelegram) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    fake.url = f"http://127.0.0.1:{port}"
+    server, task, fake.url = await serving.serve(fake.app())
     return server, task

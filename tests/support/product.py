@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from libs.common.settings import SERVICES
-from tests.support.fake_telegram import free_port
+from tests.support.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PASSWORD = "admin-" + secrets.token_hex(8)
