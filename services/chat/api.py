@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.db import Database
 from libs.common.events import MessageView
 from services.chat import service
-from services.chat.models import Chat, ChatOut, CompleteIn, ReplyIn
+from services.chat.models import Chat, ChatOut, CompleteIn, ReplyIn, TimelineChat
 
 
 def internal_router(db: Database) -> APIRouter:
@@ -40,6 +41,23 @@ def internal_router(db: Database) -> APIRouter:
         async with db.sessions() as session:
             await load(session, chat_id)
             return [m.view() for m in await service.messages_of(session, chat_id)]
+
+    @router.get("/contacts/{contact_id}/timeline")
+    async def timeline(
+        contact_id: str,
+        before: Annotated[
+            datetime | None, Query(description="Only chats opened before this (next page).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> list[TimelineChat]:
+        """The contact's chats, newest first, each with its messages in the order written."""
+        async with db.sessions() as session:
+            chats = await service.chats_of_contact(session, contact_id, before=before, limit=limit)
+            messages = await service.messages_of_chats(session, [c.id for c in chats])
+        return [
+            TimelineChat(**ChatOut.of(c).model_dump(), messages=[m.view() for m in messages[c.id]])
+            for c in chats
+        ]
 
     @router.post("/chats/{chat_id}/replies", status_code=status.HTTP_201_CREATED)
     async def post_reply(chat_id: str, reply: ReplyIn) -> MessageView:

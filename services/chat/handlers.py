@@ -5,7 +5,14 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
-from libs.common.events import ChatAccepted, ChatOffered, DeliveryUpdated, InboundResolved
+from libs.common.events import (
+    ChatAccepted,
+    ChatOffered,
+    ContactMerged,
+    ContactUpdated,
+    DeliveryUpdated,
+    InboundResolved,
+)
 from libs.common.handlers import Consumers
 from services.chat import service
 
@@ -32,3 +39,13 @@ async def record_acceptance(session: AsyncSession, event: ChatAccepted, _: Envel
 @consumers.on(DeliveryUpdated)
 async def record_delivery(session: AsyncSession, event: DeliveryUpdated, _: Envelope) -> None:
     await service.record_delivery(session, event)
+
+
+@consumers.on(ContactMerged)
+async def repoint_contact(session: AsyncSession, event: ContactMerged, _: Envelope) -> None:
+    await service.repoint_contacts(session, event)
+
+
+@consumers.on(ContactUpdated)
+async def rename_contact(session: AsyncSession, event: ContactUpdated, _: Envelope) -> None:
+    await service.rename_contact(session, event)

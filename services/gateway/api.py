@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from libs.common.db import Database
 from libs.common.settings import Settings
-from services.gateway import auth
+from services.gateway import auth, contacts
 from services.gateway.models import (
     Agent,
     AgentIn,
@@ -295,10 +295,7 @@ def build_router(db: Database, peers: Peers, settings: Settings) -> APIRouter:
 
     # --- contacts ---------------------------------------------------------------------------
 
-    @router.get("/contacts/{contact_id}", tags=["contacts"])
-    async def get_contact(agent: CurrentAgent, contact_id: str) -> dict[str, Any]:
-        contact: dict[str, Any] = await peers.get("contacts", f"/internal/contacts/{contact_id}")
-        return contact
+    contacts.add_routes(router, peers, current_agent, supervisor)
 
     @router.get("/cases/{case_id}", tags=["cases"])
     async def get_case(agent: CurrentAgent, case_id: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from libs.common.events import (
     ChatMessageStatusChanged,
     ChatOffered,
     ChatReplyPosted,
+    DuplicatesFound,
 )
 from libs.common.handlers import Consumers
 from services.gateway.models import AgentEvent, ChatHolder
@@ -40,6 +41,7 @@ FOR_AGENTS: tuple[type[Event], ...] = (
     ChatMessageStatusChanged,
     ChatCompleted,
     AgentStatusChanged,
+    DuplicatesFound,
 )
 
 
