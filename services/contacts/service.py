@@ -190,15 +190,24 @@ async def contacts_out(session: AsyncSession, ids: Sequence[str]) -> dict[str, C
     found = [c.id for c in contacts]
     points = await points_of(session, found)
     identities: dict[str, list[IdentityOut]] = defaultdict(list)
-    for identity in await session.scalars(
-        select(Identity).where(Identity.contact_id.in_(found)).order_by(Identity.created_at)
+    # Columns, not ORM objects: a merge moves identities with a Core update in this session.
+    for row in await session.execute(
+        select(
+            IDENTITIES.c.contact_id,
+            IDENTITIES.c.platform,
+            IDENTITIES.c.external_user_id,
+            IDENTITIES.c.channel_id,
+            IDENTITIES.c.username,
+        )
+        .where(IDENTITIES.c.contact_id.in_(found))
+        .order_by(IDENTITIES.c.created_at, IDENTITIES.c.id)
     ):
-        identities[identity.contact_id].append(
+        identities[row.contact_id].append(
             IdentityOut(
-                platform=identity.platform,
-                external_user_id=identity.external_user_id,
-                channel_id=identity.channel_id,
-                username=identity.username,
+                platform=row.platform,
+                external_user_id=row.external_user_id,
+                channel_id=row.channel_id,
+                username=row.username,
             )
         )
     return {
