@@ -74,7 +74,9 @@ class Locale:
             male=_pool(provider, "first_names_male", "first_names"),
             female=_pool(provider, "first_names_female", "first_names"),
             last_male=_pool(provider, "last_names_male", "male_last_names", "last_names"),
-            last_female=_pool(provider, "last_names_female", "female_last_names", "last_names"),
+            last_female=_pool(
+                provider, "last_names_female", "female_last_names", "last_names", "male_last_names"
+            ),
             middle_male=_pool(provider, "middle_names_male") if middle else None,
             cyrillic=code in ("ru_RU", "uk_UA"),
         )

@@ -8,7 +8,8 @@ its words sorted. So "Иван Петров", "PETROV, Ivan" and "Ivan Petrov" s
 
 `name_score` then compares two keys token by token, whatever their order: each token of the
 shorter name is paired with its most similar token of the other (an initial pairs with a token
-it begins), and the pairs' similarities are averaged, weighted by length. Tokens left over (a
+it begins), and the pairs' similarities are averaged: every word counts the same, so a long
+surname in common does not drown different first names. Tokens left over (a
 middle name, a patronymic, a second surname) cost a little when both names have a first and a
 last name, and a lot when one name is a single word, which says little about who it is.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA
 
 # Russian, Ukrainian and Belarusian letters, the way passports and people spell them in Latin
 # (close enough: the score absorbs "Sergey"/"Sergei").
@@ -71,7 +72,9 @@ def name_key(name: str) -> str:
 def _pair(a: str, b: str) -> float:
     if len(a) == 1 or len(b) == 1:  # an initial: "I." for "Ivan"
         return (100.0 if a == b else INITIAL) if a[0] == b[0] else 0.0
-    return fuzz.ratio(a, b)
+    # Edits, two swapped letters counting as one, over the longer word's length: stricter than
+    # rapidfuzz's `ratio` on long words that merely end alike ("Krasilnikova", "Sitnikova").
+    return OSA.normalized_similarity(a, b) * 100
 
 
 def name_score(a: str, b: str) -> float:
@@ -89,20 +92,18 @@ def name_score(a: str, b: str) -> float:
     )
     used_short: set[int] = set()
     used_long: set[int] = set()
-    total = weight = 0.0
+    total = 0.0
     for score, i, j in scored:
         if i in used_short or j in used_long:
             continue
         used_short.add(i)
         used_long.add(j)
-        w = max(len(short[i]), len(long[j]))
-        total += score * w
-        weight += w
+        total += score
         if len(used_short) == len(short):
             break
     leftover = len(long) - len(short)
     factor = LEFTOVER if len(short) > 1 else LEFTOVER_OF_ONE_WORD
-    return round(total / weight * factor**leftover, 1)
+    return round(total / len(short) * factor**leftover, 1)
 
 
 def indexed_words(key: str) -> list[str]:
