@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Integer, String, Table, bindparam, func, select
+from sqlalchemy import Integer, String, Table, bindparam, func, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +52,10 @@ class Match:
     rule: Rule
 
 
+def _profile(row: Any) -> Profile:
+    return Profile(row.id, row.name_key, frozenset(), frozenset(), row.account_key)
+
+
 async def profiles(session: AsyncSession, ids: Sequence[str]) -> dict[str, Profile]:
     """What the rules compare, for these live contacts."""
     if not ids:
@@ -65,28 +69,28 @@ async def profiles(session: AsyncSession, ids: Sequence[str]) -> dict[str, Profi
     ).all()
     points = await points_of(session, [r.id for r in rows])
     return {
-        r.id: Profile(
-            id=r.id,
-            name_key=r.name_key,
+        r.id: replace(
+            _profile(r),
             phones=frozenset(points[r.id]["phone"]),
             emails=frozenset(points[r.id]["email"]),
-            account_key=r.account_key,
         )
         for r in rows
     }
 
 
-async def name_candidates(session: AsyncSession, key: str) -> list[str]:
-    """Contacts whose name shares enough words with `key`, each within one edit."""
+async def by_name(session: AsyncSession, key: str) -> dict[str, Profile]:
+    """Contacts whose name shares enough words with `key`, each within one edit, as profiles
+    without phones or e-mails (one statement on PostgreSQL)."""
     full = indexed_words(key)
     if not full:
-        return []  # initials only: nothing a name can be looked up by
+        return {}  # initials only: nothing a name can be looked up by
     spellings: dict[str, set[int]] = defaultdict(set)
     for i, word in enumerate(full):
         for spelling in near_spellings(word):
             spellings[spelling].add(i)
     one_word = len(key.split()) == 1
     words_match = NAME_WORDS.c.words == 1 if one_word else NAME_WORDS.c.words >= 2
+    live = (CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key)
     if session.get_bind().dialect.name == "postgresql":
         # Grouped in the database: the rows of common words stay there.
         keys = [(s, i) for s, indexes in spellings.items() for i in indexes]
@@ -100,16 +104,22 @@ async def name_candidates(session: AsyncSession, key: str) -> list[str]:
         )
         matched = func.count(lookup.c.word_index.distinct())
         needed = func.least(2, len(full), func.max(NAME_WORDS.c.full_words))
-        rows = await session.scalars(
-            select(NAME_WORDS.c.contact_id)
+        found = (
+            select(NAME_WORDS.c.contact_id, matched.label("matched"))
             .join(lookup, NAME_WORDS.c.word == lookup.c.spelling)
             .where(words_match)
             .group_by(NAME_WORDS.c.contact_id)
             .having(matched >= needed)
             .order_by(matched.desc())
             .limit(NAME_CANDIDATES)
+            .subquery()
         )
-        return list(rows)
+        rows = await session.execute(
+            select(*live)
+            .join(found, found.c.contact_id == CONTACTS.c.id)
+            .where(CONTACTS.c.merged_into.is_(None))
+        )
+        return {row.id: _profile(row) for row in rows}
     # SQLite (embedded mode, small data): the same lookup, grouped here.
     hits: dict[str, set[int]] = defaultdict(set)
     full_words: dict[str, int] = {}
@@ -120,34 +130,58 @@ async def name_candidates(session: AsyncSession, key: str) -> list[str]:
     ):
         hits[contact_id] |= spellings[word]
         full_words[contact_id] = count
-    found = [c for c, h in hits.items() if len(h) >= min(2, len(full), full_words[c])]
-    found.sort(key=lambda c: -len(hits[c]))
-    return found[:NAME_CANDIDATES]
-
-
-async def point_candidates(session: AsyncSession, kind: str, values: frozenset[str]) -> list[str]:
-    if not values:
-        return []
-    rows = await session.scalars(
-        select(POINTS.c.contact_id)
-        .where(POINTS.c.kind == kind, POINTS.c.value.in_(sorted(values)))
-        .distinct()
+    ids = [c for c, h in hits.items() if len(h) >= min(2, len(full), full_words[c])]
+    ids.sort(key=lambda c: -len(hits[c]))
+    rows = await session.execute(
+        select(*live).where(
+            CONTACTS.c.id.in_(ids[:NAME_CANDIDATES]), CONTACTS.c.merged_into.is_(None)
+        )
     )
-    return list(rows)
+    return {row.id: _profile(row) for row in rows}
+
+
+async def name_candidates(session: AsyncSession, key: str) -> list[str]:
+    return list(await by_name(session, key))
+
+
+async def by_points(
+    session: AsyncSession, me: Profile, kinds: set[str]
+) -> dict[str, dict[str, set[str]]]:
+    """Contacts with a phone or e-mail in common with `me`: {id: {kind: shared values}}."""
+    wanted = [("phone", v) for v in me.phones if "phone" in kinds]
+    wanted += [("email", v) for v in me.emails if "email" in kinds]
+    shared: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"phone": set(), "email": set()})
+    if wanted:
+        for contact_id, kind, value in await session.execute(
+            select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value).where(
+                tuple_(POINTS.c.kind, POINTS.c.value).in_(wanted)
+            )
+        ):
+            shared[contact_id][kind].add(value)
+    return shared
 
 
 async def search(session: AsyncSession, me: Profile, rules: Sequence[Rule]) -> list[Match]:
-    """Every live contact that some rule matches with `me`, best first."""
-    ids: set[str] = set()
-    if any(r.uses("name") for r in rules):
-        ids.update(await name_candidates(session, me.name_key))
-    if any(r.uses("phone") for r in rules):
-        ids.update(await point_candidates(session, "phone", me.phones))
-    if any(r.uses("email") for r in rules):
-        ids.update(await point_candidates(session, "email", me.emails))
-    ids.discard(me.id)
+    """Every live contact that some rule matches with `me`, best first.
+
+    A candidate's phones and e-mails are known only where it shares them with `me`, which is
+    all the rules ask of them.
+    """
+    found = await by_name(session, me.name_key) if any(r.uses("name") for r in rules) else {}
+    shared = await by_points(
+        session, me, {f for f in ("phone", "email") if any(r.uses(f) for r in rules)}
+    )
+    if missing := [c for c in shared if c not in found]:
+        found.update(await profiles(session, missing))
+    found.pop(me.id, None)
     matches = []
-    for other in (await profiles(session, sorted(ids))).values():
+    for other in found.values():
+        if other.id in shared:
+            other = replace(
+                other,
+                phones=frozenset(shared[other.id]["phone"]),
+                emails=frozenset(shared[other.id]["email"]),
+            )
         best: Match | None = None
         for rule in rules:
             score = rule.score(me, other)

@@ -111,9 +111,18 @@ def indexed_words(key: str) -> list[str]:
     return sorted({word for word in key.split() if len(word) > 1})
 
 
+SHORT_WORD = 3  # words this short are looked up as they are
+
+
 def near_spellings(word: str) -> set[str]:
     """The word and every spelling one edit away (a letter changed, added, dropped, or two
-    swapped): a key word within one edit of this one is among them. Around 400 for a name."""
+    swapped): a key word within one edit of this one is among them. Around 400 for a name.
+
+    Not for short words: one edit is a third of "Ana", which matches half the short names of
+    the world ("Ada", "Ina", "Eva"...), and takes that pair's score below any rule's threshold.
+    """
+    if len(word) <= SHORT_WORD:
+        return {word}
     out = {word}
     for i in range(len(word) + 1):
         head, tail = word[:i], word[i:]

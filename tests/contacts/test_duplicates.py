@@ -79,10 +79,10 @@ async def test_phones_emails_and_accounts(db: Database) -> None:
     assert await found(db, first) == {by_phone: "Same phone", by_email: "Same e-mail"}
 
     # Names too far apart alone (83 of 100), but at one company.
-    ada = await new_contact(db, "Ada Kim", account="ACME Corp")
-    colleague = await new_contact(db, "Ida Kim", account="acme  corp")
-    await new_contact(db, "Ida Kim")  # the same name at no company: not enough
-    assert await found(db, ada) == {colleague: "Similar name and same account"}
+    ivan = await new_contact(db, "Ivan Petrov", account="ACME Corp")
+    colleague = await new_contact(db, "Ivana Petrova", account="acme  corp")
+    await new_contact(db, "Ivana Petrova")  # the same name at no company: not enough
+    assert await found(db, ivan) == {colleague: "Similar name and same account"}
 
 
 async def test_rules_are_data(db: Database) -> None:
