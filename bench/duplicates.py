@@ -14,8 +14,8 @@ shape (`contacts`, `name_words`, `contact_points`). At each size:
   name key, held in memory (what scoring every contact in Python would cost at best);
 - **pg_trgm**: the alternative the design started from, a GIN trigram index on `name_key`
   queried with `%` at similarity 0.5, for comparison (built here, not by the product);
-- **recall**: of the contacts whose name the product's scorer puts at 85 or more against a
-  searched name (the "Similar name" rule), the share each candidate source finds. Found by a
+- **recall**: of the contacts whose name the product's scorer puts at the "Similar name" rule's
+  threshold or more against a searched name, the share each candidate source finds. Found by a
   full scan: rapidfuzz's `token_set_ratio` over every name (at least 50), then `name_score`.
 
 Results go to docs/benchmarks.md between `<!-- duplicates:start -->` and `<!-- duplicates:end -->`.
@@ -49,13 +49,12 @@ from libs.common.settings import Settings
 from services.contacts import duplicates
 from services.contacts.models import Base
 from services.contacts.names import indexed_words, name_key, name_score
-from services.contacts.rules import Profile, active_rules
+from services.contacts.rules import Profile, Rule, active_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 MARK_START, MARK_END = "<!-- duplicates:start -->", "<!-- duplicates:end -->"
 TARGET_P99_S = 0.050
-SIMILAR = 85  # the default "Similar name" rule's threshold
 TRGM_THRESHOLD = 0.5
 SCHEMA = "contacts"
 
@@ -70,6 +69,7 @@ class SizeResult:
     naive: list[float] = field(default_factory=list)
     trgm: list[float] = field(default_factory=list)
     recall: dict[str, tuple[int, int]] = field(default_factory=dict)  # source -> (found, all)
+    threshold: float = 0.0  # the "Similar name" rule's
 
 
 @dataclass
@@ -141,10 +141,15 @@ def searched_names(people: People, data: Dataset, count: int, seed: int) -> list
     ]
 
 
-def truth(query: str, keys: Sequence[str]) -> set[int]:
+def truth(query: str, keys: Sequence[str], threshold: float) -> set[int]:
     """Every contact the "Similar name" rule matches, by a full scan."""
     near = process.extract(query, keys, scorer=fuzz.token_set_ratio, score_cutoff=50, limit=None)
-    return {index for key, _, index in near if name_score(query, key) >= SIMILAR}
+    return {index for key, _, index in near if name_score(query, key) >= threshold}
+
+
+def similar_name_threshold(rules: Sequence[Rule]) -> float:
+    [condition] = next(r for r in rules if r.name == "Similar name").conditions
+    return float(condition.threshold or 100)
 
 
 async def measure(
@@ -153,6 +158,7 @@ async def measure(
     result = SizeResult(contacts=len(data.names), name_words=0)
     async with db.sessions() as session:
         rules = await active_rules(session)
+        result.threshold = similar_name_threshold(rules)
         result.name_words = await session.scalar(text("SELECT count(*) FROM name_words")) or 0
         # Warm up: the first queries of a session pay for plans and caches.
         for query in queries[:5]:
@@ -170,7 +176,7 @@ async def measure(
             name_key(query),
             data.keys,
             scorer=fuzz.token_sort_ratio,
-            score_cutoff=SIMILAR,
+            score_cutoff=result.threshold,
             limit=None,
         )
         result.naive.append(time.perf_counter() - started)
@@ -190,7 +196,7 @@ async def measure(
     found = {"index": [0, 0], "pg_trgm": [0, 0]}
     async with db.sessions() as session:
         for query in queries[: args.recall_queries]:
-            expected = {data.ids[i] for i in truth(name_key(query), data.keys)}
+            expected = {data.ids[i] for i in truth(name_key(query), data.keys, result.threshold)}
             got = set(await duplicates.name_candidates(session, name_key(query)))
             found["index"][0] += len(expected & got)
             found["index"][1] += len(expected)
@@ -293,7 +299,8 @@ def report(results: list[SizeResult], versions: dict[str, str], args: argparse.N
         )
     lines += [
         "",
-        'Recall of the "Similar name" rule (85) against a full scan with the same scorer:',
+        f'Recall of the "Similar name" rule ({results[0].threshold:g}) against a full scan with '
+        "the same scorer:",
         "",
     ]
     lines += ["| contacts | name-word index | pg_trgm 0.5 |", "|---:|---:|---:|"]
@@ -319,7 +326,7 @@ def report(results: list[SizeResult], versions: dict[str, str], args: argparse.N
         f"memory, {args.naive_queries} names. *pg_trgm*: `name_key % q ORDER BY similarity "
         "LIMIT 1000` on a GIN trigram index at 0.5, the same names. *Recall*: "
         f"{args.recall_queries} names; the full scan is `token_set_ratio` ≥ 50 over every "
-        "name, then `name_score` ≥ 85.",
+        "name, then `name_score` at the rule's threshold.",
         "",
         f"Command: `python -m bench.duplicates --sizes {','.join(map(str, args.sizes))} "
         f"--queries {args.queries} --naive-queries {args.naive_queries} "

@@ -133,7 +133,7 @@ def upgrade() -> None:
     op.bulk_insert(rules, [
         {'id': '00000000-0000-4000-8000-000000000001', 'name': 'Similar name', 'active': True,
          'created_at': now,
-         'conditions': [{'field': 'name', 'match': 'similar', 'threshold': 85}]},
+         'conditions': [{'field': 'name', 'match': 'similar', 'threshold': 88}]},
         {'id': '00000000-0000-4000-8000-000000000002', 'name': 'Same phone', 'active': True,
          'created_at': now, 'conditions': [{'field': 'phone', 'match': 'exact'}]},
         {'id': '00000000-0000-4000-8000-000000000003', 'name': 'Same e-mail', 'active': True,
