@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from libs.common.db import Database
+from libs.common.events import PictureFetched
 from services.contacts import merge, service
 from services.contacts.merge import MergeIn, Refused
 from services.contacts.models import Merge
@@ -128,3 +129,32 @@ async def test_two_opposite_merges_at_once_leave_one_survivor(db: Database) -> N
         contact = await service.get_contact(session, survivor)
     assert contact is not None and len(contact.identities) == 2
     assert len(await emitted(db, "contact.merged")) == 1
+
+
+def picture(contact_id: str, key: str) -> PictureFetched:
+    return PictureFetched(
+        contact_id=contact_id,
+        channel_id="channel-1",
+        blob_key=key,
+        content_type="image/jpeg",
+        size=100,
+    )
+
+
+async def test_pictures_follow_merges_to_a_survivor_without_one(db: Database) -> None:
+    survivor = await new_contact(db, "Ann Lee")
+    dup = await new_contact(db, "Anne Lee")
+    late = await new_contact(db, "A. Lee")
+    async with db.transaction() as session:
+        await service.record_picture(session, picture(dup, "a" * 64))
+    result = await merged(db, survivor, dup)
+    assert result.survivor.picture is not None and result.survivor.picture.blob_key == "a" * 64
+
+    # A picture fetched for a contact merged meanwhile: its survivor keeps its own.
+    await merged(db, survivor, late)
+    async with db.transaction() as session:
+        await service.record_picture(session, picture(late, "b" * 64))
+    async with db.sessions() as session:
+        contact = await service.get_contact(session, survivor)
+    assert contact is not None and contact.picture is not None
+    assert contact.picture.blob_key == "a" * 64

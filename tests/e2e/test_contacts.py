@@ -386,3 +386,47 @@ async def test_a_merge_redelivered_by_the_broker_changes_nothing(
     assert len(merges) == 1
     for console in (admin, anna):
         await console.close()
+
+
+async def test_reading_follows_routing_and_merges_editing_needs_an_open_chat(
+    product: Product, fake_telegram: FakeTelegram
+) -> None:
+    """Reading a contact takes a chat of it ever given (completed ones too, and those of
+    contacts merged into it); editing takes one owned."""
+    admin, anna, channel = await setup_desk(product, fake_telegram)
+    family = surname()
+    async with Stream(anna.ws_url()) as stream:
+        await anna.http.put("/api/me/status", json={"status": "active"})
+        update = telegram_update(1, "Hello", user_id=501, first_name="Vera", last_name=family)
+        await post_update(product, channel["id"], update)
+        offered = await stream.wait_for("chat.offered")
+    chat_id, a = offered["data"]["chat_id"], offered["data"]["contact_id"]
+    await anna.http.post(f"/api/chats/{chat_id}/accept")
+    assert (await anna.http.post(f"/api/chats/{chat_id}/complete")).status_code == 200
+    await eventually(
+        lambda: anna.http.patch(f"/api/contacts/{a}", json={"account": "ACME"}),
+        lambda r: r.status_code == 409,
+    )
+    assert (await get(anna, f"/api/contacts/{a}"))["picture_url"] is None
+
+    # Another customer, of another desk: anna is never given their chat. A supervisor merges
+    # hers into theirs; she may read the survivor then.
+    other_admin, boris, other_channel = await setup_desk(product, fake_telegram)
+    async with Stream(boris.ws_url()) as stream:
+        await boris.http.put("/api/me/status", json={"status": "active"})
+        update = telegram_update(1, "Hi", user_id=502, first_name="Vera", last_name=family)
+        await post_update(product, other_channel["id"], update)
+        b = (await stream.wait_for("chat.offered"))["data"]["contact_id"]
+    assert (await anna.http.get(f"/api/contacts/{b}")).status_code == 404
+    response = await admin.http.post(f"/api/contacts/{b}/merge", json={"duplicate_ids": [a]})
+    assert response.status_code == 200, response.text
+    assert response.json()["survivor"]["picture_url"] is None
+    contact = await eventually(
+        lambda: anna.http.get(f"/api/contacts/{b}"), lambda r: r.status_code == 200
+    )
+    assert {i["external_user_id"] for i in contact.json()["identities"]} == {"501", "502"}
+    gone = await anna.http.get(f"/api/contacts/{a}")
+    assert gone.status_code == 410 and gone.json()["detail"]["survivor_id"] == b
+    assert (await anna.http.patch(f"/api/contacts/{b}", json={"account": "X"})).status_code == 409
+    for console in (admin, anna, boris, other_admin):
+        await console.close()
