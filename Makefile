@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: run test lint typecheck bench events migration clean
+.PHONY: run test lint typecheck bench bench-duplicates events migration clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ typecheck: $(STAMP)
 ## Benchmarks (not tests): writes docs/benchmarks.md.
 bench: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) AMQP_URL=$(TEST_AMQP_URL) $(BIN)/python -m bench.e2e
+
+## The duplicate search among 100k and 1M contacts (PostgreSQL only): writes docs/benchmarks.md.
+bench-duplicates: $(STAMP)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m bench.duplicates
 
 ## The event catalogue: JSON Schemas for subscribers, in docs/events/.
 events: $(STAMP)

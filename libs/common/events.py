@@ -132,6 +132,69 @@ class ContactCreated(Event):
     channel_id: str
 
 
+class DuplicateCandidate(_Part):
+    """A contact that may be the same person as the searched one."""
+
+    contact_id: str
+    name: str
+    score: float = Field(description="0-100: how strongly the rule matched (100 for exact rules).")
+    rule_id: str = Field(description="The duplicate rule that matched best.")
+    rule_name: str
+
+
+class DuplicatesFound(Event):
+    """contacts' duplicate search for a new chat's contact, under the active duplicate rules.
+
+    Emitted when the search is done, and again whenever the chat is offered to an agent after
+    that, naming the agent, so that the count reaches the console of whoever holds the chat.
+    """
+
+    type = "contact.duplicates_found"
+
+    contact_id: str
+    chat_id: str
+    agent_id: str | None = Field(description="The agent holding the chat, if it is offered yet.")
+    count: int = Field(description="How many contacts matched a rule.")
+    candidates: list[DuplicateCandidate] = Field(
+        description="The best matches first; at most 50 of them."
+    )
+    searched_at: datetime
+
+
+class ContactUpdated(Event):
+    """A contact's details changed: edited by an agent, or filled in by a merge."""
+
+    type = "contact.updated"
+
+    contact_id: str
+    name: str
+    phones: list[str]
+    emails: list[str]
+    account: str | None
+    updated_by: str | None = Field(description="Agent id.")
+
+
+class MovedIdentity(_Part):
+    platform: Platform
+    external_user_id: str
+    channel_id: str
+
+
+class ContactMerged(Event):
+    """Contacts were merged into a surviving contact: their identities, chats and cases now
+    belong to it, and their ids answer 410 with the survivor's."""
+
+    type = "contact.merged"
+
+    merge_id: str
+    survivor_id: str
+    survivor_name: str
+    merged_ids: list[str]
+    identities: list[MovedIdentity] = Field(description="The identities moved to the survivor.")
+    merged_by: str | None = Field(description="Agent id.")
+    merged_at: datetime
+
+
 class MessageView(_Part):
     """A chat message as the console and subscribers see it."""
 

@@ -37,6 +37,16 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class MergedContact(Base):
+    """A contact merged into another (from `contact.merged`): a case made for it later (the
+    chat's contact had not been re-pointed yet) is the survivor's."""
+
+    __tablename__ = "merged_contacts"
+
+    merged_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    survivor_id: Mapped[str] = mapped_column(String(36), index=True)
+
+
 class CaseFromChatIn(BaseModel):
     chat_id: str
     contact_id: str

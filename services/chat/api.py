@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -10,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.db import Database
 from libs.common.events import MessageView
 from services.chat import service
-from services.chat.models import AttachmentOut, Chat, ChatOut, CompleteIn, ReplyIn
+from services.chat.models import (
+    AttachmentOut,
+    Chat,
+    ChatOut,
+    CompleteIn,
+    ReplyIn,
+    TimelineChat,
+)
 
 
 def internal_router(db: Database) -> APIRouter:
@@ -46,6 +54,20 @@ def internal_router(db: Database) -> APIRouter:
         """What the channel has in chat: a channel with chats is deactivated, not deleted."""
         async with db.sessions() as session:
             return {"chats": await service.chats_of_channel(session, channel_id)}
+
+    @router.get("/contacts/{contact_id}/timeline")
+    async def timeline(
+        contact_id: str,
+        before: Annotated[
+            datetime | None, Query(description="Only chats opened before this (next page).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> list[TimelineChat]:
+        """The contact's chats, newest first, each with its messages in the platform's order."""
+        async with db.sessions() as session:
+            chats = await service.chats_of_contact(session, contact_id, before=before, limit=limit)
+            messages = await service.messages_of_chats(session, [c.id for c in chats])
+        return [TimelineChat(**ChatOut.of(c).model_dump(), messages=messages[c.id]) for c in chats]
 
     @router.post("/chats/{chat_id}/replies", status_code=status.HTTP_201_CREATED)
     async def post_reply(chat_id: str, reply: ReplyIn) -> MessageView:

@@ -9,6 +9,8 @@ from libs.common.events import (
     AttachmentFetched,
     ChatAccepted,
     ChatOffered,
+    ContactMerged,
+    ContactUpdated,
     DeliveryUpdated,
     InboundEdited,
     InboundResolved,
@@ -49,3 +51,13 @@ async def record_file(session: AsyncSession, event: AttachmentFetched, _: Envelo
 @consumers.on(InboundEdited)
 async def record_edit(session: AsyncSession, event: InboundEdited, _: Envelope) -> None:
     await edits.apply_edit(session, event)
+
+
+@consumers.on(ContactMerged)
+async def repoint_contact(session: AsyncSession, event: ContactMerged, _: Envelope) -> None:
+    await service.repoint_contacts(session, event)
+
+
+@consumers.on(ContactUpdated)
+async def rename_contact(session: AsyncSession, event: ContactUpdated, _: Envelope) -> None:
+    await service.rename_contact(session, event)

@@ -27,11 +27,15 @@ OPEN = "status <> 'completed'"
 class Chat(Base):
     __tablename__ = "chats"
     __table_args__ = (
-        # The rule that threads messages: one open chat per contact and channel.
+        # The rule that threads messages: one open chat per contact and conversation (a
+        # channel and the customer's chat on it). A contact has one conversation per channel
+        # until merged contacts bring theirs: each stays a chat of its own, so that replies
+        # go where the customer wrote.
         Index(
-            "one_open_chat_per_contact_channel",
+            "one_open_chat_per_conversation",
             "contact_id",
             "channel_id",
+            "external_chat_id",
             unique=True,
             postgresql_where=text(OPEN),
             sqlite_where=text(OPEN),
@@ -56,6 +60,17 @@ class Chat(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_message_preview: Mapped[str] = mapped_column(String(200), default="")
+
+
+class MergedContact(Base):
+    """A contact merged into another (from `contact.merged`): a message attributed to it
+    before the merge, but threaded after, goes to the survivor's chats."""
+
+    __tablename__ = "merged_contacts"
+
+    merged_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    survivor_id: Mapped[str] = mapped_column(String(36), index=True)
+    survivor_name: Mapped[str] = mapped_column(String(300))
 
 
 class Message(Base):
@@ -176,6 +191,12 @@ class ReplyFile(BaseModel):
     name: str = Field(min_length=1, max_length=300)
     mime_type: str = Field(min_length=1, max_length=200)
     size: int = Field(ge=1)
+
+
+class TimelineChat(ChatOut):
+    """A chat on its contact's timeline: the chat with its messages (and their files)."""
+
+    messages: list[MessageView]
 
 
 class ReplyIn(BaseModel):

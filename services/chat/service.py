@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, update
@@ -22,12 +23,14 @@ from libs.common.events import (
     ChatOffered,
     ChatOpened,
     ChatReplyPosted,
+    ContactMerged,
+    ContactUpdated,
     DeliveryUpdated,
     InboundResolved,
     MessageView,
 )
 from libs.common.outbox import emit
-from services.chat.models import Chat, Message, MessageFile, ReplyFile
+from services.chat.models import Chat, MergedContact, Message, MessageFile, ReplyFile
 from services.chat.ordering import conversation_order
 
 PREVIEW = 200
@@ -40,33 +43,77 @@ class ChatClosed(Exception):
 CHATS = cast(Table, Chat.__table__)
 MESSAGES = cast(Table, Message.__table__)
 FILES = cast(Table, MessageFile.__table__)
+MERGED = cast(Table, MergedContact.__table__)
+
+
+Conversation = tuple[str, str, str]  # (contact, channel, the customer's chat on it)
+
+
+def _conversation(resolved: InboundResolved) -> Conversation:
+    return (resolved.contact_id, resolved.message.channel_id, resolved.message.external_chat_id)
 
 
 async def _open_chats(
-    session: AsyncSession, keys: set[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[str, str | None]]:
-    """The (id, agent id) of the open chat of each (contact, channel) that has one."""
+    session: AsyncSession, keys: set[Conversation]
+) -> dict[Conversation, tuple[str, str | None]]:
+    """The (id, agent id) of the open chat of each conversation that has one."""
     rows = await session.execute(
-        select(CHATS.c.id, CHATS.c.agent_id, CHATS.c.contact_id, CHATS.c.channel_id).where(
-            tuple_(CHATS.c.contact_id, CHATS.c.channel_id).in_(keys),
+        select(
+            CHATS.c.id,
+            CHATS.c.agent_id,
+            CHATS.c.contact_id,
+            CHATS.c.channel_id,
+            CHATS.c.external_chat_id,
+        ).where(
+            tuple_(CHATS.c.contact_id, CHATS.c.channel_id, CHATS.c.external_chat_id).in_(keys),
             CHATS.c.status != "completed",
         )
     )
-    return {(row.contact_id, row.channel_id): (row.id, row.agent_id) for row in rows}
+    return {
+        (row.contact_id, row.channel_id, row.external_chat_id): (row.id, row.agent_id)
+        for row in rows
+    }
+
+
+async def _to_survivors(
+    session: AsyncSession, batch: Sequence[InboundResolved]
+) -> Sequence[InboundResolved]:
+    """The batch with messages attributed to since-merged contacts given to their survivors."""
+    merged = {
+        row.merged_id: row
+        for row in await session.execute(
+            select(MERGED).where(MERGED.c.merged_id.in_({r.contact_id for r in batch}))
+        )
+    }
+    if not merged:
+        return batch
+    return [
+        r.model_copy(
+            update={
+                "contact_id": merged[r.contact_id].survivor_id,
+                "contact_name": merged[r.contact_id].survivor_name,
+            }
+        )
+        if r.contact_id in merged
+        else r
+        for r in batch
+    ]
 
 
 async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]) -> None:
-    """Append each message to its contact's open chat on that channel, or open a new chat.
+    """Append each message to its contact's open chat of that conversation (the channel and
+    the customer's chat on it), or open a new chat.
 
     A batch costs a handful of Core statements whatever its size: this runs for every customer
     message. Messages of one customer within a batch go to one chat, in arrival order.
     """
-    keys = {(r.contact_id, r.message.channel_id) for r in batch}
+    batch = await _to_survivors(session, batch)
+    keys = {_conversation(r) for r in batch}
     chats = await _open_chats(session, keys)
-    latest = {(r.contact_id, r.message.channel_id): r for r in batch}  # last one wins
-    opened: dict[tuple[str, str], ChatOpened] = {}
+    latest = {_conversation(r): r for r in batch}  # last one wins
+    opened: dict[Conversation, ChatOpened] = {}
     for first in batch:  # a customer's first message in the batch opens their chat
-        key = (first.contact_id, first.message.channel_id)
+        key = _conversation(first)
         if key not in chats and key not in opened:
             opened[key] = ChatOpened(
                 chat_id=new_id(),
@@ -109,7 +156,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
     views: list[tuple[MessageView, str | None, InboundResolved]] = []
     files: list[dict[str, Any]] = []
     for resolved in batch:
-        key = (resolved.contact_id, resolved.message.channel_id)
+        key = _conversation(resolved)
         if key in opened:
             chat_id, agent_id = opened[key].chat_id, None
         else:
@@ -447,3 +494,90 @@ async def chats_of_channel(session: AsyncSession, channel_id: str) -> int:
         or 0
     )
     return count
+
+
+async def repoint_contacts(session: AsyncSession, merged: ContactMerged) -> None:
+    """Merged contacts' chats become the survivor's; later messages attributed to a merged
+    contact will be too. Idempotent: a second run finds nothing left to move."""
+    gone = merged.merged_ids
+    await session.execute(
+        insert_ignore(session, MERGED),
+        [
+            {
+                "merged_id": m,
+                "survivor_id": merged.survivor_id,
+                "survivor_name": merged.survivor_name,
+            }
+            for m in gone
+        ],
+    )
+    # Contacts merged into these before now lead to the survivor too.
+    await session.execute(
+        update(MERGED)
+        .where(MERGED.c.survivor_id.in_(gone))
+        .values(survivor_id=merged.survivor_id, survivor_name=merged.survivor_name)
+    )
+    # A message of a moved identity may have opened a chat on the survivor before this event
+    # arrived: the merged contact's open chat of that conversation is then completed, as the
+    # customer goes on in the newer one.
+    theirs = CHATS.alias("survivor_chats")
+    survivors = (
+        select(theirs.c.id)
+        .where(
+            theirs.c.contact_id == merged.survivor_id,
+            theirs.c.channel_id == Chat.channel_id,
+            theirs.c.external_chat_id == Chat.external_chat_id,
+            theirs.c.status != "completed",
+        )
+        .exists()
+    )
+    for clash in await session.scalars(
+        select(Chat).where(Chat.contact_id.in_(gone), Chat.status != "completed", survivors)
+    ):
+        await complete(session, clash, None)
+    await session.flush()
+    await session.execute(
+        update(CHATS)
+        .where(CHATS.c.contact_id.in_([*gone, merged.survivor_id]))
+        .values(contact_id=merged.survivor_id, contact_name=merged.survivor_name)
+    )
+
+
+async def rename_contact(session: AsyncSession, updated: ContactUpdated) -> None:
+    """Chats show their contact's current name."""
+    await session.execute(
+        update(CHATS)
+        .where(CHATS.c.contact_id == updated.contact_id, CHATS.c.contact_name != updated.name)
+        .values(contact_name=updated.name)
+    )
+    await session.execute(
+        update(MERGED)
+        .where(MERGED.c.survivor_id == updated.contact_id)
+        .values(survivor_name=updated.name)
+    )
+
+
+async def chats_of_contact(
+    session: AsyncSession, contact_id: str, *, before: datetime | None, limit: int
+) -> list[Chat]:
+    """A contact's chats, newest first (`before`: opened before that, for the next page)."""
+    query = select(Chat).where(Chat.contact_id == contact_id)
+    if before is not None:
+        query = query.where(Chat.opened_at < before)
+    rows = await session.scalars(query.order_by(Chat.opened_at.desc(), Chat.id).limit(limit))
+    return list(rows)
+
+
+async def messages_of_chats(
+    session: AsyncSession, chat_ids: Sequence[str]
+) -> dict[str, list[MessageView]]:
+    """Each chat's messages in the platform's order (see `ordering.py`), with their files."""
+    found: dict[str, list[Message]] = {chat_id: [] for chat_id in chat_ids}
+    if chat_ids:
+        for message in await session.scalars(select(Message).where(Message.chat_id.in_(chat_ids))):
+            found[message.chat_id].append(message)
+    files = await files_of(session, [m.id for messages in found.values() for m in messages])
+    return {
+        chat_id: [m.view(files.get(m.id, [])) for m in conversation_order(messages)]
+        for chat_id, messages in found.items()
+    }

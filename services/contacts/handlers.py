@@ -5,9 +5,15 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
-from libs.common.events import IdentityUnreachable, InboundMessage, PictureFetched
+from libs.common.events import (
+    ChatOffered,
+    ChatOpened,
+    IdentityUnreachable,
+    InboundMessage,
+    PictureFetched,
+)
 from libs.common.handlers import Consumers
-from services.contacts import service
+from services.contacts import duplicates, service
 
 consumers = Consumers("contacts")
 
@@ -27,3 +33,11 @@ async def record_picture(session: AsyncSession, event: PictureFetched, _: Envelo
 @consumers.on(IdentityUnreachable)
 async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable, _: Envelope) -> None:
     await service.flag_unreachable(session, event)
+
+
+@consumers.on_batch(ChatOpened, ChatOffered)
+async def find_duplicates(
+    session: AsyncSession, batch: list[tuple[ChatOpened | ChatOffered, Envelope]]
+) -> None:
+    # Its own consumer group: searching never holds up the resolving of messages.
+    await duplicates.search_for_chats(session, [event for event, _ in batch])

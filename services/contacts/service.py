@@ -1,10 +1,11 @@
-"""contacts' operations: who wrote this message?"""
+"""contacts' operations: who wrote this message, and a contact's details."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,16 +14,38 @@ from libs.common.db import insert_ignore
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     ContactCreated,
+    ContactUpdated,
     IdentityUnreachable,
     InboundMessage,
     InboundResolved,
     PictureFetched,
 )
 from libs.common.outbox import emit
-from services.contacts.models import Contact, ContactOut, Identity, IdentityOut, PictureOut
+from services.contacts.details import ContactPatch, account_key
+from services.contacts.models import (
+    Contact,
+    ContactOut,
+    ContactPoint,
+    Identity,
+    IdentityOut,
+    NameWord,
+    PictureOut,
+)
+from services.contacts.names import indexed_words, name_key
 
 CONTACTS = cast(Table, Contact.__table__)
 IDENTITIES = cast(Table, Identity.__table__)
+POINTS = cast(Table, ContactPoint.__table__)
+NAME_WORDS = cast(Table, NameWord.__table__)
+
+
+class Merged(Exception):
+    """The contact was merged into another one, `survivor_id`."""
+
+    def __init__(self, contact_id: str, survivor_id: str) -> None:
+        super().__init__(contact_id)
+        self.contact_id = contact_id
+        self.survivor_id = survivor_id
 
 
 Key = tuple[str, str, str]  # (platform, platform user id, channel): one identity
@@ -62,11 +85,22 @@ async def _contacts_of(
     return found
 
 
+def name_word_rows(contact_id: str, key: str) -> list[dict[str, Any]]:
+    """The candidate index's rows for a contact's name key."""
+    words = indexed_words(key)
+    count = len(key.split())
+    return [
+        {"contact_id": contact_id, "word": w, "words": count, "full_words": len(words)}
+        for w in words
+    ]
+
+
 async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage]) -> None:
     """Find the contact of each message's identity or create it; pass the messages on.
 
     A batch costs a handful of Core statements whatever its size: this runs for every customer
-    message. A new customer's messages within a batch create one contact.
+    message. A new customer's messages within a batch create one contact. Merges re-point
+    identities, so a merged contact's customer lands on the survivor here.
     """
     unreachable: dict[Key, datetime] = {}
     known = await _contacts_of(session, {_key(m) for m in batch}, unreachable)
@@ -82,7 +116,10 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
         contacts = {key: (new_id(), m.sender.display_name) for key, m in new.items()}
         await session.execute(
             insert(CONTACTS),
-            [{"id": cid, "name": name, "created_at": now} for cid, name in contacts.values()],
+            [
+                {"id": cid, "name": name, "name_key": name_key(name), "created_at": now}
+                for cid, name in contacts.values()
+            ],
         )
         claimed = await session.execute(
             insert_ignore(session, IDENTITIES).returning(
@@ -109,6 +146,13 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
                 delete(CONTACTS).where(CONTACTS.c.id.in_([contacts[key][0] for key in lost]))
             )
             known |= await _contacts_of(session, lost)
+        words = [
+            row
+            for key in created
+            for row in name_word_rows(contacts[key][0], name_key(contacts[key][1]))
+        ]
+        if words:
+            await session.execute(insert(NAME_WORDS), words)
         for key in created:
             known[key] = contacts[key]
             contact_id, name = contacts[key]
@@ -173,38 +217,165 @@ async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable) ->
     )
 
 
+async def points_of(session: AsyncSession, ids: Iterable[str]) -> dict[str, dict[str, list[str]]]:
+    """Each contact's phones and e-mails, in their order: {id: {"phone": [...], ...}}."""
+    out: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"phone": [], "email": []})
+    ids = list(ids)
+    if not ids:
+        return out
+    rows = await session.execute(
+        select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value)
+        .where(POINTS.c.contact_id.in_(ids))
+        .order_by(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.position)
+    )
+    for contact_id, kind, value in rows:
+        out[contact_id][kind].append(value)
+    return out
+
+
+async def contacts_out(session: AsyncSession, ids: Sequence[str]) -> dict[str, ContactOut]:
+    """Live contacts by id, with their details and identities (merged ones are left out)."""
+    if not ids:
+        return {}
+    contacts = list(
+        await session.scalars(
+            select(Contact).where(Contact.id.in_(ids), Contact.merged_into.is_(None))
+        )
+    )
+    found = [c.id for c in contacts]
+    points = await points_of(session, found)
+    identities: dict[str, list[IdentityOut]] = defaultdict(list)
+    # Columns, not ORM objects: a merge moves identities with a Core update in this session.
+    for row in await session.execute(
+        select(
+            IDENTITIES.c.contact_id,
+            IDENTITIES.c.platform,
+            IDENTITIES.c.external_user_id,
+            IDENTITIES.c.channel_id,
+            IDENTITIES.c.username,
+            IDENTITIES.c.unreachable_since,
+            IDENTITIES.c.unreachable_reason,
+        )
+        .where(IDENTITIES.c.contact_id.in_(found))
+        .order_by(IDENTITIES.c.created_at, IDENTITIES.c.id)
+    ):
+        identities[row.contact_id].append(
+            IdentityOut(
+                platform=row.platform,
+                external_user_id=row.external_user_id,
+                channel_id=row.channel_id,
+                username=row.username,
+                unreachable=row.unreachable_since is not None,
+                unreachable_since=row.unreachable_since,
+                unreachable_reason=row.unreachable_reason,
+            )
+        )
+    return {
+        c.id: ContactOut(
+            id=c.id,
+            name=c.name,
+            phones=points[c.id]["phone"],
+            emails=points[c.id]["email"],
+            account=c.account,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            identities=identities[c.id],
+            picture=_picture(c),
+        )
+        for c in contacts
+    }
+
+
+def _picture(contact: Contact) -> PictureOut | None:
+    if contact.picture_key and contact.picture_type:
+        return PictureOut(blob_key=contact.picture_key, content_type=contact.picture_type)
+    return None
+
+
+async def live_contact(
+    session: AsyncSession, contact_id: str, *, for_update: bool = False
+) -> Contact | None:
+    """The contact, None if unknown; raises `Merged` for a merged one."""
+    contact = await session.get(Contact, contact_id, with_for_update=for_update)
+    if contact is not None and contact.merged_into is not None:
+        raise Merged(contact_id, contact.merged_into)
+    return contact
+
+
 async def get_contact(session: AsyncSession, contact_id: str) -> ContactOut | None:
-    contact = await session.get(Contact, contact_id)
+    if await live_contact(session, contact_id) is None:
+        return None
+    return (await contacts_out(session, [contact_id]))[contact_id]
+
+
+async def set_points(session: AsyncSession, contact_id: str, kind: str, values: list[str]) -> None:
+    await session.execute(
+        delete(POINTS).where(POINTS.c.contact_id == contact_id, POINTS.c.kind == kind)
+    )
+    if values:
+        await session.execute(
+            insert(POINTS),
+            [
+                {"contact_id": contact_id, "kind": kind, "value": v, "position": i}
+                for i, v in enumerate(values)
+            ],
+        )
+
+
+async def set_name(session: AsyncSession, contact: Contact, name: str) -> None:
+    contact.name = name
+    contact.name_key = name_key(name)
+    await session.execute(delete(NAME_WORDS).where(NAME_WORDS.c.contact_id == contact.id))
+    if rows := name_word_rows(contact.id, contact.name_key):
+        await session.execute(insert(NAME_WORDS), rows)
+
+
+async def announce(session: AsyncSession, contact_id: str, by_agent: str | None) -> ContactOut:
+    """The contact as it now is, and `contact.updated` saying so."""
+    out = (await contacts_out(session, [contact_id]))[contact_id]
+    emit(
+        session,
+        ContactUpdated(
+            contact_id=contact_id,
+            name=out.name,
+            phones=out.phones,
+            emails=out.emails,
+            account=out.account,
+            updated_by=by_agent,
+        ),
+        subject=contact_id,
+    )
+    return out
+
+
+async def update_contact(
+    session: AsyncSession, contact_id: str, patch: ContactPatch, by_agent: str | None
+) -> ContactOut | None:
+    contact = await live_contact(session, contact_id, for_update=True)
     if contact is None:
         return None
-    identities = await session.scalars(select(Identity).where(Identity.contact_id == contact_id))
-    picture = None
-    if contact.picture_key and contact.picture_type:
-        picture = PictureOut(blob_key=contact.picture_key, content_type=contact.picture_type)
-    return ContactOut(
-        id=contact.id,
-        name=contact.name,
-        created_at=contact.created_at,
-        picture=picture,
-        identities=[
-            IdentityOut(
-                platform=i.platform,
-                external_user_id=i.external_user_id,
-                channel_id=i.channel_id,
-                username=i.username,
-                unreachable=i.unreachable_since is not None,
-                unreachable_since=i.unreachable_since,
-                unreachable_reason=i.unreachable_reason,
-            )
-            for i in identities
-        ],
-    )
+    if patch.name is not None and patch.name != contact.name:
+        await set_name(session, contact, patch.name)
+    if patch.phones is not None:
+        await set_points(session, contact_id, "phone", patch.phones)
+    if patch.emails is not None:
+        await set_points(session, contact_id, "email", patch.emails)
+    if "account" in patch.model_fields_set:
+        contact.account = patch.account or None
+        contact.account_key = account_key(contact.account)
+    contact.updated_at = utcnow()
+    await session.flush()
+    return await announce(session, contact_id, by_agent)
 
 
 async def record_picture(session: AsyncSession, fetched: PictureFetched) -> None:
-    """The contact's profile picture, as ingest stored it."""
-    await session.execute(
-        update(CONTACTS)
-        .where(CONTACTS.c.id == fetched.contact_id)
-        .values(picture_key=fetched.blob_key, picture_type=fetched.content_type)
-    )
+    """The contact's profile picture, as ingest stored it. A contact merged meanwhile gives it
+    to its survivor, unless the survivor has a picture of its own."""
+    contact = await session.get(Contact, fetched.contact_id)
+    if contact is None:
+        return
+    if contact.merged_into is not None:
+        contact = await session.get(Contact, contact.merged_into)
+        if contact is None or contact.picture_key is not None:
+            return
+    contact.picture_key, contact.picture_type = fetched.blob_key, fetched.content_type

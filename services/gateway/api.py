@@ -16,7 +16,7 @@ from sqlalchemy import select
 from libs.common.blobs import BlobStore
 from libs.common.db import Database
 from libs.common.settings import Settings
-from services.gateway import auth, files
+from services.gateway import auth, contacts, files
 from services.gateway.models import (
     Agent,
     AgentIn,
@@ -123,9 +123,6 @@ REPLY_BODY = {
             }
         },
     },
-}
-FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}
 }
 
 
@@ -305,7 +302,7 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
         )
         return message
 
-    @router.get("/files/{attachment_id}", tags=["chats"], responses=FILE_RESPONSES)
+    @router.get("/files/{attachment_id}", tags=["chats"], responses=files.FILE_RESPONSES)
     async def get_file(agent: CurrentAgent, attachment_id: str) -> Response:
         """A message's file, for whoever may see its chat (404 for anyone else)."""
         found = await peers.find("chat", f"/internal/attachments/{quote(attachment_id, safe='')}")
@@ -361,36 +358,9 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
             return case
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown chat action {code!r}")
 
-    # --- contacts ---------------------------------------------------------------------------
+    # --- contacts (and duplicate rules): contacts.py -----------------------------------------
 
-    async def accessible_contact(agent: Agent, contact_id: str) -> dict[str, Any]:
-        """The contact, if this agent was given one of its chats (404 otherwise, as for chats)."""
-        path = quote(contact_id, safe="")
-        if agent.role != "supervisor":
-            given = await peers.get(
-                "routing", f"/internal/contacts/{path}/assignments", params={"agent_id": agent.id}
-            )
-            if not given:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown contact")
-        contact: dict[str, Any] = await peers.get("contacts", f"/internal/contacts/{path}")
-        return contact
-
-    @router.get("/contacts/{contact_id}", tags=["contacts"])
-    async def get_contact(agent: CurrentAgent, contact_id: str) -> dict[str, Any]:
-        """The contact; `picture_url` is where its profile picture is, if it has one."""
-        contact = await accessible_contact(agent, contact_id)
-        picture = contact.pop("picture", None)
-        contact["picture_url"] = f"/api/contacts/{contact['id']}/picture" if picture else None
-        return contact
-
-    @router.get("/contacts/{contact_id}/picture", tags=["contacts"], responses=FILE_RESPONSES)
-    async def get_contact_picture(agent: CurrentAgent, contact_id: str) -> Response:
-        contact = await accessible_contact(agent, contact_id)
-        picture = contact.get("picture")
-        blob = await blobs.get(picture["blob_key"]) if picture else None
-        if picture is None or blob is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "the contact has no picture")
-        return files.file_response(blob, picture["content_type"], blob.name)
+    contacts.add_routes(router, peers, blobs, current_agent, supervisor)
 
     @router.get("/cases/{case_id}", tags=["cases"])
     async def get_case(agent: CurrentAgent, case_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import mimetypes
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request, Response, status
@@ -27,6 +28,10 @@ FILE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; sandbox",
     "Cache-Control": "private, max-age=86400",
+}
+# A served file, for the OpenAPI schema.
+FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}
 }
 
 

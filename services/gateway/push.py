@@ -30,6 +30,7 @@ from libs.common.events import (
     ChatMessageUpdated,
     ChatOffered,
     ChatReplyPosted,
+    DuplicatesFound,
 )
 from libs.common.handlers import Consumers
 from services.gateway.models import AgentEvent, ChatHolder
@@ -44,6 +45,7 @@ FOR_AGENTS: tuple[type[Event], ...] = (
     ChatMessageUpdated,
     ChatCompleted,
     AgentStatusChanged,
+    DuplicatesFound,
 )
 # Published by chat before it may have heard of the chat's offer: the holder table knows.
 BEFORE_OFFER = (ChatMessageReceived, ChatMessageUpdated)

@@ -56,6 +56,9 @@ class Assignment(Base):
     __table_args__ = (
         Index("assignments_queue_state", "queue_id", "state", "queued_at"),
         Index("assignments_agent_state", "agent_id", "state"),
+        # Whether routing ever gave an agent one of a contact's chats (who may read it), and
+        # re-pointing a merged contact's chats.
+        Index("assignments_contact_agent", "contact_id", "agent_id"),
     )
 
     chat_id: Mapped[str] = mapped_column(String(36), primary_key=True)

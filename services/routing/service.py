@@ -23,6 +23,7 @@ from libs.common.events import (
     ChatOffered,
     ChatOpened,
     ChatQueued,
+    ContactMerged,
 )
 from libs.common.outbox import emit
 from services.routing.models import Agent, Assignment, Queue, QueueIn, QueueMember, QueueOut
@@ -270,3 +271,13 @@ async def assignments_of_contact(
         .order_by(Assignment.queued_at)
     )
     return list(rows)
+
+
+async def repoint_contacts(session: AsyncSession, merged: ContactMerged) -> None:
+    """Merged contacts' chats are the survivor's: whoever was given one may read the survivor.
+    Idempotent."""
+    await session.execute(
+        update(ASSIGNMENTS)
+        .where(ASSIGNMENTS.c.contact_id.in_(merged.merged_ids))
+        .values(contact_id=merged.survivor_id)
+    )

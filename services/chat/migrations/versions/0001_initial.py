@@ -56,7 +56,16 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_chats_agent_id'), ['agent_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_chats_contact_id'), ['contact_id'], unique=False)
         batch_op.create_index('chats_by_platform_chat', ['channel_id', 'external_chat_id'], unique=False)
-        batch_op.create_index('one_open_chat_per_contact_channel', ['contact_id', 'channel_id'], unique=True, postgresql_where=sa.text("status <> 'completed'"), sqlite_where=sa.text("status <> 'completed'"))
+        batch_op.create_index('one_open_chat_per_conversation', ['contact_id', 'channel_id', 'external_chat_id'], unique=True, postgresql_where=sa.text("status <> 'completed'"), sqlite_where=sa.text("status <> 'completed'"))
+
+    op.create_table('merged_contacts',
+    sa.Column('merged_id', sa.String(length=36), nullable=False),
+    sa.Column('survivor_id', sa.String(length=36), nullable=False),
+    sa.Column('survivor_name', sa.String(length=300), nullable=False),
+    sa.PrimaryKeyConstraint('merged_id')
+    )
+    with op.batch_alter_table('merged_contacts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_merged_contacts_survivor_id'), ['survivor_id'], unique=False)
 
     op.create_table('outbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -112,9 +121,13 @@ def downgrade() -> None:
     op.drop_table('pending_edits')
     op.drop_table('processed_events')
     op.drop_table('outbox')
+    with op.batch_alter_table('merged_contacts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_merged_contacts_survivor_id'))
+
+    op.drop_table('merged_contacts')
     with op.batch_alter_table('chats', schema=None) as batch_op:
         batch_op.drop_index('chats_by_platform_chat')
-        batch_op.drop_index('one_open_chat_per_contact_channel', postgresql_where=sa.text("status <> 'completed'"), sqlite_where=sa.text("status <> 'completed'"))
+        batch_op.drop_index('one_open_chat_per_conversation', postgresql_where=sa.text("status <> 'completed'"), sqlite_where=sa.text("status <> 'completed'"))
         batch_op.drop_index(batch_op.f('ix_chats_contact_id'))
         batch_op.drop_index(batch_op.f('ix_chats_agent_id'))
 

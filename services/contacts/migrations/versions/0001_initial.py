@@ -6,6 +6,7 @@ Create Date: 2026-11-26 05:52:03.245979
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -21,11 +22,56 @@ def upgrade() -> None:
     op.create_table('contacts',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('name', sa.String(length=300), nullable=False),
+    sa.Column('name_key', sa.String(length=300), nullable=False),
+    sa.Column('account', sa.String(length=200), nullable=True),
+    sa.Column('account_key', sa.String(length=200), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('picture_key', sa.String(length=64), nullable=True),
     sa.Column('picture_type', sa.String(length=200), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('merged_into', sa.String(length=36), nullable=True),
+    sa.Column('merged_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
+    with op.batch_alter_table('contacts', schema=None) as batch_op:
+        batch_op.create_index('contacts_account_key', ['account_key'], unique=False)
+        batch_op.create_index(batch_op.f('ix_contacts_merged_into'), ['merged_into'], unique=False)
+
+    op.create_table('duplicate_rules',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('conditions', sa.JSON(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('updated_by', sa.String(length=36), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name')
+    )
+    op.create_table('duplicate_searches',
+    sa.Column('chat_id', sa.String(length=36), nullable=False),
+    sa.Column('contact_id', sa.String(length=36), nullable=False),
+    sa.Column('agent_id', sa.String(length=36), nullable=True),
+    sa.Column('searched_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.Column('candidates', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('chat_id')
+    )
+    with op.batch_alter_table('duplicate_searches', schema=None) as batch_op:
+        batch_op.create_index('duplicate_searches_contact', ['contact_id', 'searched_at'], unique=False)
+
+    op.create_table('merges',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('survivor_id', sa.String(length=36), nullable=False),
+    sa.Column('merged_ids', sa.JSON(), nullable=False),
+    sa.Column('merged_by', sa.String(length=36), nullable=True),
+    sa.Column('merged_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('moved', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('merges', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_merges_survivor_id'), ['survivor_id'], unique=False)
+
     op.create_table('outbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('envelope', sa.Text(), nullable=False),
@@ -39,6 +85,17 @@ def upgrade() -> None:
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('event_id', 'consumer')
     )
+    op.create_table('contact_points',
+    sa.Column('contact_id', sa.String(length=36), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('value', sa.String(length=320), nullable=False),
+    sa.Column('position', sa.SmallInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], ),
+    sa.PrimaryKeyConstraint('contact_id', 'kind', 'value')
+    )
+    with op.batch_alter_table('contact_points', schema=None) as batch_op:
+        batch_op.create_index('contact_points_value', ['kind', 'value'], unique=False)
+
     op.create_table('identities',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('contact_id', sa.String(length=36), nullable=False),
@@ -56,16 +113,70 @@ def upgrade() -> None:
     with op.batch_alter_table('identities', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_identities_contact_id'), ['contact_id'], unique=False)
 
+    op.create_table('name_words',
+    sa.Column('contact_id', sa.String(length=36), nullable=False),
+    sa.Column('word', sa.String(length=300), nullable=False),
+    sa.Column('words', sa.SmallInteger(), nullable=False),
+    sa.Column('full_words', sa.SmallInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], ),
+    sa.PrimaryKeyConstraint('contact_id', 'word')
+    )
+    with op.batch_alter_table('name_words', schema=None) as batch_op:
+        batch_op.create_index('name_words_lookup', ['word', 'words', 'contact_id', 'full_words'], unique=False)
+
     # ### end Alembic commands ###
+
+    # Sensible default duplicate rules; supervisors change, add and deactivate rules through
+    # the API. Fixed ids: every database starts with the same ones.
+    rules = sa.table(
+        'duplicate_rules',
+        sa.column('id', sa.String), sa.column('name', sa.String), sa.column('conditions', sa.JSON),
+        sa.column('active', sa.Boolean), sa.column('created_at', sa.DateTime(timezone=True)),
+    )
+    now = datetime.now(UTC)
+    op.bulk_insert(rules, [
+        {'id': '00000000-0000-4000-8000-000000000001', 'name': 'Similar name', 'active': True,
+         'created_at': now,
+         'conditions': [{'field': 'name', 'match': 'similar', 'threshold': 88}]},
+        {'id': '00000000-0000-4000-8000-000000000002', 'name': 'Same phone', 'active': True,
+         'created_at': now, 'conditions': [{'field': 'phone', 'match': 'exact'}]},
+        {'id': '00000000-0000-4000-8000-000000000003', 'name': 'Same e-mail', 'active': True,
+         'created_at': now, 'conditions': [{'field': 'email', 'match': 'exact'}]},
+        {'id': '00000000-0000-4000-8000-000000000004', 'name': 'Similar name and same account',
+         'active': True, 'created_at': now,
+         'conditions': [{'field': 'name', 'match': 'similar', 'threshold': 80},
+                        {'field': 'account', 'match': 'exact'}]},
+    ])
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('name_words', schema=None) as batch_op:
+        batch_op.drop_index('name_words_lookup')
+
+    op.drop_table('name_words')
     with op.batch_alter_table('identities', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_identities_contact_id'))
 
     op.drop_table('identities')
+    with op.batch_alter_table('contact_points', schema=None) as batch_op:
+        batch_op.drop_index('contact_points_value')
+
+    op.drop_table('contact_points')
     op.drop_table('processed_events')
     op.drop_table('outbox')
+    with op.batch_alter_table('merges', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_merges_survivor_id'))
+
+    op.drop_table('merges')
+    with op.batch_alter_table('duplicate_searches', schema=None) as batch_op:
+        batch_op.drop_index('duplicate_searches_contact')
+
+    op.drop_table('duplicate_searches')
+    op.drop_table('duplicate_rules')
+    with op.batch_alter_table('contacts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_contacts_merged_into'))
+        batch_op.drop_index('contacts_account_key')
+
     op.drop_table('contacts')
     # ### end Alembic commands ###

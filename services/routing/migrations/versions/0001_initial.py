@@ -39,6 +39,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('assignments', schema=None) as batch_op:
         batch_op.create_index('assignments_agent_state', ['agent_id', 'state'], unique=False)
+        batch_op.create_index('assignments_contact_agent', ['contact_id', 'agent_id'], unique=False)
         batch_op.create_index('assignments_queue_state', ['queue_id', 'state', 'queued_at'], unique=False)
 
     op.create_table('outbox',
@@ -87,6 +88,7 @@ def downgrade() -> None:
     op.drop_table('outbox')
     with op.batch_alter_table('assignments', schema=None) as batch_op:
         batch_op.drop_index('assignments_queue_state')
+        batch_op.drop_index('assignments_contact_agent')
         batch_op.drop_index('assignments_agent_state')
 
     op.drop_table('assignments')
