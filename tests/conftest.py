@@ -25,6 +25,13 @@ async def servers(_servers: backends.Servers) -> AsyncIterator[backends.Servers]
     await _servers.drop_all()
 
 
+@pytest.fixture(scope="module")
+async def postgres_url(servers: backends.Servers) -> str:
+    """A fresh PostgreSQL database for a module's tests of one service's tables."""
+    url, _ = await servers.fresh()
+    return url
+
+
 @pytest.fixture
 async def fake_telegram() -> AsyncIterator[FakeTelegram]:
     fake = FakeTelegram()

@@ -11,7 +11,7 @@ Candidates come from indexes, never from a scan of all contacts:
   stays below the lowest threshold a rule may have.
 - phones and e-mails: equality on `contact_points`.
 Then every rule is scored on every candidate in Python (rapidfuzz, `names.name_score`). See
-decision 15 in docs/architecture.md and `make bench-duplicates` for why and how fast.
+decision 16 in docs/architecture.md and `make bench-duplicates` for why and how fast.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class ContactPoint(Base):
 class NameWord(Base):
     """The candidate index of names: each word of a live contact's name key (initials left
     out), with the number of words of that name. A search looks up every spelling one edit
-    away from the searched name's words (`duplicates.py`, decision 15 in docs/architecture.md).
+    away from the searched name's words (`duplicates.py`, decision 16 in docs/architecture.md).
     """
 
     __tablename__ = "name_words"

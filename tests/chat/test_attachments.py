@@ -4,12 +4,9 @@ file may come before the message itself, or after it, or twice."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import Database
@@ -21,37 +18,10 @@ from libs.common.events import (
     InboundResolved,
     Sender,
 )
-from libs.common.settings import Settings
 from services.chat import service
-from services.chat.models import Base
-from tests.support.backends import Servers
 
 CHAT = Path(service.__file__).parent
 KEY = "ab" * 32
-
-
-@pytest.fixture(scope="module")
-async def postgres_url(servers: Servers) -> str:
-    url, _ = await servers.fresh()
-    return url
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    settings = Settings(
-        DATABASE_URL=postgres_url if request.param == "postgresql" else None,
-        AMQP_URL=None,
-        data_dir=tmp_path / "data",
-    )
-    database = Database(settings, "chat", Base.metadata, CHAT / "migrations")
-    if database.is_postgres:
-        async with database.engine.begin() as conn:
-            await conn.execute(text('DROP SCHEMA IF EXISTS "chat" CASCADE'))
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 def resolved(*attachments: Attachment) -> InboundResolved:

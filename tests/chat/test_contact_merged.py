@@ -5,36 +5,17 @@ merged contact before the merge but threaded after it land on the survivor."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-import services.chat
 from libs.common.bus import InMemoryBus
 from libs.common.db import Database
 from libs.common.envelope import Envelope, new_id, utcnow
 from libs.common.events import ContactMerged, InboundMessage, InboundResolved, Sender
 from services.chat import service
 from services.chat.handlers import consumers
-from services.chat.models import Base, Chat, Message
-from tests.support.backends import Servers
-from tests.support.databases import migrated
-
-
-@pytest.fixture(scope="module")
-async def postgres_url(servers: Servers) -> str:
-    url, _ = await servers.fresh()
-    return url
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    package = Path(services.chat.__file__).parent
-    async with migrated(request.param, postgres_url, tmp_path, "chat", Base.metadata, package) as d:
-        yield d
+from services.chat.models import Chat, Message
 
 
 @pytest.fixture

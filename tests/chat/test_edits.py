@@ -4,12 +4,10 @@ overtook its message waits for it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from libs.common.db import Database
 from libs.common.envelope import Envelope, new_id, utcnow
@@ -20,37 +18,11 @@ from libs.common.events import (
     InboundResolved,
     Sender,
 )
-from libs.common.settings import Settings
 from services.chat import edits, service
-from services.chat.models import Base, Message, PendingEdit
-from tests.support.backends import Servers
+from services.chat.models import Message, PendingEdit
 
 CHAT = Path(service.__file__).parent
 CHANNEL, USER = new_id(), "5551234567"
-
-
-@pytest.fixture(scope="module")
-async def postgres_url(servers: Servers) -> str:
-    url, _ = await servers.fresh()
-    return url
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    settings = Settings(
-        DATABASE_URL=postgres_url if request.param == "postgresql" else None,
-        AMQP_URL=None,
-        data_dir=tmp_path / "data",
-    )
-    database = Database(settings, "chat", Base.metadata, CHAT / "migrations")
-    if database.is_postgres:
-        async with database.engine.begin() as conn:
-            await conn.execute(text('DROP SCHEMA IF EXISTS "chat" CASCADE'))
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 async def receive(db: Database, message_id: int, text: str) -> None:

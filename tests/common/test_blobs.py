@@ -11,15 +11,8 @@ import pytest
 
 from libs.common.blobs import BlobStore, DirectoryBlobStore, PostgresBlobStore, open_blob_store
 from libs.common.settings import Settings
-from tests.support.backends import Servers
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
-
-
-@pytest.fixture(scope="module")
-async def postgres_url(servers: Servers) -> str:
-    url, _ = await servers.fresh()
-    return url
 
 
 @pytest.fixture(params=["directory", "postgres"])

@@ -23,7 +23,6 @@ from libs.common.events import ChatQueued
 from libs.common.handlers import Consumers
 from libs.common.outbox import DELETE_AFTER_S, OutboxRelay, emit
 from libs.common.settings import Settings
-from tests.support.backends import Servers
 
 SERVICE = "testsvc"
 
@@ -38,12 +37,6 @@ queued_chats = Table(
     Column("event_id", String(36)),
     Column("attempt", Integer),
 )
-
-
-@pytest.fixture(scope="module")
-async def postgres_url(servers: Servers) -> str:
-    url, _ = await servers.fresh()
-    return url
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -17,16 +17,9 @@ from libs.common.events import InboundMessage, Sender
 from services.contacts import service
 from services.contacts.details import ContactPatch
 from services.contacts.models import Base, Identity
-from tests.support.backends import Servers
 from tests.support.databases import migrated
 
 _users = itertools.count(1000)
-
-
-@pytest.fixture(scope="module")
-async def postgres_url(servers: Servers) -> str:
-    url, _ = await servers.fresh()
-    return url
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

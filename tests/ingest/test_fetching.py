@@ -10,49 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from libs.common.blobs import DirectoryBlobStore
 from libs.common.db import Database
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import Attachment, ContactCreated
-from libs.common.settings import Settings
 from services.ingest import fetching
 from services.ingest.channels import ChannelCache
-from services.ingest.models import Base, Channel
+from services.ingest.models import Channel
 from services.ingest.sending import RetryPolicy
 from services.ingest.telegram import TelegramBots
 from services.ingest.telegram_files import TelegramFiles
-from tests.support.backends import Servers
 from tests.support.fake_telegram import FakeTelegram
 
-INGEST = Path(fetching.__file__).parent
 TOKEN = "123456:TEST-token_abc"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 20
-
-
-@pytest.fixture(scope="module")
-async def postgres_url(servers: Servers) -> str:
-    url, _ = await servers.fresh()
-    return url
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    settings = Settings(
-        DATABASE_URL=postgres_url if request.param == "postgresql" else None,
-        AMQP_URL=None,
-        data_dir=tmp_path / "data",
-    )
-    database = Database(settings, "ingest", Base.metadata, INGEST / "migrations")
-    if database.is_postgres:
-        async with database.engine.begin() as conn:
-            await conn.execute(text('DROP SCHEMA IF EXISTS "ingest" CASCADE'))
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture
