@@ -336,11 +336,10 @@ def state(timeline: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
+@pytest.mark.parametrize("product", ["distributed"], indirect=True)  # redelivers via RabbitMQ
 async def test_a_merge_redelivered_by_the_broker_changes_nothing(
     product: Product, fake_telegram: FakeTelegram
 ) -> None:
-    if product.mode != "distributed":
-        pytest.skip("redelivers through RabbitMQ")
     admin, anna, channel = await setup_desk(product, fake_telegram)
     family = surname()
     await anna.http.put("/api/me/status", json={"status": "active"})
