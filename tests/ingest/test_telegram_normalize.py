@@ -34,20 +34,6 @@ PRIVATE_CHAT = {
 }
 
 
-@pytest.fixture
-def channel() -> Channel:
-    return Channel(
-        id="0b6c5f5e-8d0e-4b8f-9a52-0c1f6e6f2d11",
-        kind="telegram",
-        name="Support bot",
-        queue_id="5a1d7c1e-3f4b-4a77-8f0e-2b9d2c6a9e01",
-        api_base="https://api.telegram.org",
-        token="7012345678:AAHk-secret_bot_token",
-        secret="webhook-secret",
-        active=True,
-    )
-
-
 def update(content: dict[str, Any], **message: Any) -> Update:
     """A private-chat message update from Ivan carrying `content` (text, photo, ...)."""
     payload = {
