@@ -22,6 +22,7 @@ from services.ingest.models import Channel
 from services.ingest.sending import RetryPolicy
 from services.ingest.telegram import TelegramBots
 from services.ingest.telegram_files import TelegramFiles
+from tests.support.channels import stored_telegram_channel
 from tests.support.fake_telegram import FakeTelegram
 
 TOKEN = "123456:TEST-token_abc"
@@ -30,22 +31,7 @@ JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 20
 
 @pytest.fixture
 async def channel(db: Database, fake_telegram: FakeTelegram) -> Channel:
-    channel = Channel(
-        id=new_id(),
-        kind="telegram",
-        name="Support bot",
-        queue_id=new_id(),
-        api_base=fake_telegram.url,
-        token=TOKEN,
-        secret="s3cret",
-        human_agent_tag=False,
-        status="ok",
-        active=True,
-        created_at=utcnow(),
-    )
-    async with db.transaction() as session:
-        session.add(channel)
-    return channel
+    return await stored_telegram_channel(db, fake_telegram.url, TOKEN)
 
 
 @pytest.fixture

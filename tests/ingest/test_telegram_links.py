@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from libs.common.db import Database
-from libs.common.envelope import Envelope, new_id, utcnow
+from libs.common.envelope import Envelope
 from libs.common.events import InboundEdited, InboundMessage
 from libs.common.settings import Settings
 from services.ingest import service, telegram_link
@@ -23,6 +23,7 @@ from services.ingest.models import Channel, TelegramLink
 from services.ingest.telegram import TelegramBots
 from services.ingest.telegram_inbound import TelegramInbound
 from services.ingest.telegram_link import Links, claim, release
+from tests.support.channels import stored_telegram_channel
 from tests.support.desk import edited_update, eventually, new_bot_token, telegram_update
 from tests.support.fake_telegram import FakeTelegram
 
@@ -31,22 +32,7 @@ LEASE_S = 1.0
 
 @pytest.fixture
 async def channel(db: Database, fake_telegram: FakeTelegram) -> Channel:
-    channel = Channel(
-        id=new_id(),
-        kind="telegram",
-        name="Support bot",
-        queue_id=new_id(),
-        api_base=fake_telegram.url,
-        token=new_bot_token(),
-        secret="secret",
-        human_agent_tag=False,
-        status="ok",
-        active=True,
-        created_at=utcnow(),
-    )
-    async with db.transaction() as session:
-        session.add(channel)
-    return channel
+    return await stored_telegram_channel(db, fake_telegram.url, new_bot_token())
 
 
 class Replica:
