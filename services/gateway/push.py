@@ -171,8 +171,8 @@ def register(consumers: Consumers, hub: Hub) -> None:
         if not rows:
             return
         inserted = await session.execute(
-            insert_ignore(session, EVENTS).returning(
-                EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
+            insert_ignore(
+                session, EVENTS, EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
             ),
             rows,
         )
