@@ -186,15 +186,12 @@ async def _to_everyone(
     # Chats already offered to an agent count in their load, so 2 x capacity chats in order
     # always hold their n oldest new ones.
     waiting = (await _waiting(session, queue.id, ("queued", "offered"), 2 * queue.capacity)).all()
-    standing = set(
-        (
-            await session.execute(
-                select(OFFERS.c.chat_id, OFFERS.c.agent_id).where(
-                    OFFERS.c.chat_id.in_([w.chat_id for w in waiting])
-                )
-            )
-        ).tuples()
+    rows = await session.execute(
+        select(OFFERS.c.chat_id, OFFERS.c.agent_id).where(
+            OFFERS.c.chat_id.in_([w.chat_id for w in waiting])
+        )
     )
+    standing = {(row.chat_id, row.agent_id) for row in rows}
     offers = []
     for f in free:
         room = queue.capacity - f.load
@@ -246,25 +243,19 @@ async def withdraw(
     *,
     chat_ids: Sequence[str] = (),
     agent_id: str | None = None,
-    keep_agent: str | None = None,
 ) -> list[tuple[str, str, str]]:
-    """Take back standing offers (of these chats, or of this agent), except `keep_agent`'s;
-    return them as (chat, agent, queue). Chats left with no offer wait in their queue again.
+    """Take back standing offers (of these chats, or of this agent); return them as (chat,
+    agent, queue). Chats left with no offer wait in their queue again.
     The caller holds the queues' locks."""
     stmt = delete(OFFERS)
     if chat_ids:
         stmt = stmt.where(OFFERS.c.chat_id.in_(chat_ids))
     if agent_id is not None:
         stmt = stmt.where(OFFERS.c.agent_id == agent_id)
-    if keep_agent is not None:
-        stmt = stmt.where(OFFERS.c.agent_id != keep_agent)
-    taken = list(
-        (
-            await session.execute(
-                stmt.returning(OFFERS.c.chat_id, OFFERS.c.agent_id, OFFERS.c.queue_id)
-            )
-        ).tuples()
+    rows = await session.execute(
+        stmt.returning(OFFERS.c.chat_id, OFFERS.c.agent_id, OFFERS.c.queue_id)
     )
+    taken = [(row.chat_id, row.agent_id, row.queue_id) for row in rows]
     for chat_id, agent, queue_id in taken:
         emit(
             session,

@@ -125,7 +125,7 @@ async def update_queue(session: AsyncSession, queue_id: str, patch: QueuePatch) 
             OFFERS.c.queue_id == queue_id, OFFERS.c.agent_id.not_in(members)
         )
     )
-    for chat_id, agent_id in gone.tuples():
+    for chat_id, agent_id in gone:
         await withdraw(session, "agent_unavailable", now, chat_ids=[chat_id], agent_id=agent_id)
     await offer_waiting(session, await lock_queues(session, [queue_id]), now)
     return await queue_out(session, queue_id)
