@@ -92,7 +92,7 @@ async def test_everyone_rule_offers_what_waits_to_agents_who_come_later(desk: De
 async def test_capacity_holds_chats_back_until_one_is_completed(desk: Desk) -> None:
     queue = await desk.queue(["a"], capacity=1)
     await desk.status("a", "active")
-    first, second, third = await desk.open(queue, 3)
+    first, second, _third = await desk.open(queue, 3)
     assert set(await desk.offers()) == {first}
     await desk.accept(first, "a")
     assert set(await desk.offers()) == set()  # owning one chat fills the slot too
