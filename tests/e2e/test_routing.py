@@ -76,6 +76,17 @@ async def team(product: Product, fake: FakeTelegram, agents: int, **queue_option
     return Team(admin, consoles, queue, response.json())
 
 
+async def accepted_chat(product: Product, desk: Team, stream: Stream, user_id: int) -> str:
+    """A customer writes; the one agent of the desk goes active and accepts the chat."""
+    [agent] = desk.agents
+    await go_active(agent)
+    await post_update(product, desk.channel["id"], telegram_update(1, "Hi", user_id=user_id))
+    offered = await stream.wait_for("chat.offered")
+    chat_id: str = offered["data"]["chat_id"]
+    assert (await agent.http.post(f"/api/chats/{chat_id}/accept")).status_code == 200
+    return chat_id
+
+
 async def go_active(*agents: Console) -> None:
     for agent in agents:
         response = await agent.http.put("/api/me/status", json={"status": "active"})
@@ -177,11 +188,7 @@ async def test_the_owner_is_told_when_an_answer_is_overdue(
     desk = await team(product, fake_telegram, 1, reply_timeout_s=5)
     [anna] = desk.agents
     async with Stream(anna.ws_url()) as anna_sees:
-        await go_active(anna)
-        await post_update(product, desk.channel["id"], telegram_update(1, "Help!", user_id=9))
-        offered = await anna_sees.wait_for("chat.offered")
-        chat_id = offered["data"]["chat_id"]
-        await anna.http.post(f"/api/chats/{chat_id}/accept")
+        chat_id = await accepted_chat(product, desk, anna_sees, user_id=9)
         [active] = await anna.list_chats("active")
         assert active["reply_due_at"] is not None
         overdue = await anna_sees.wait_for("chat.reply_overdue", timeout=20, chat_id=chat_id)
@@ -195,11 +202,7 @@ async def test_a_chat_whose_customer_goes_quiet_is_completed_and_the_next_messag
     desk = await team(product, fake_telegram, 1, auto_complete_after_s=5)
     [anna] = desk.agents
     async with Stream(anna.ws_url()) as anna_sees:
-        await go_active(anna)
-        await post_update(product, desk.channel["id"], telegram_update(1, "Hi", user_id=10))
-        offered = await anna_sees.wait_for("chat.offered")
-        chat_id = offered["data"]["chat_id"]
-        await anna.http.post(f"/api/chats/{chat_id}/accept")
+        chat_id = await accepted_chat(product, desk, anna_sees, user_id=10)
         await anna.http.post(f"/api/chats/{chat_id}/messages", json={"text": "How can I help?"})
         completed = await anna_sees.wait_for("chat.completed", timeout=25, chat_id=chat_id)
         assert completed["data"]["completed_by"] is None
