@@ -16,6 +16,7 @@ decision 16 in docs/architecture.md and `make bench-duplicates` for why and how 
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -91,7 +92,7 @@ class _NameQuery:
         full = indexed_words(key)
         spellings: dict[str, set[int]] = defaultdict(set)
         for i, word in enumerate(full):
-            for spelling in near_spellings(word):
+            for spelling in _near_spellings(word):
                 spellings[spelling].add(i)
         return cls(full, spellings, len(key.split()) == 1)
 
@@ -101,6 +102,13 @@ class _NameQuery:
 
 
 MAX_WORDS = 32767  # `name_words.words` is a smallint
+
+
+@functools.lru_cache(maxsize=20_000)
+def _near_spellings(word: str) -> frozenset[str]:
+    """`near_spellings`, kept: first names and common surnames come again and again."""
+    return frozenset(near_spellings(word))
+
 
 # The name lookup of many names at once, grouped in the database (the rows of common words stay
 # there). Built once: its cache key is then computed once, not per search.
@@ -131,13 +139,19 @@ _GROUPED = (
     .having(_MATCHED >= _NEEDED)
     .subquery()
 )
-_RANKED = select(
-    _GROUPED.c.query,
-    _GROUPED.c.contact_id,
-    func.row_number()
-    .over(partition_by=_GROUPED.c.query, order_by=_GROUPED.c.matched.desc())
-    .label("rank"),
-).subquery()
+# Materialized: computed once, whatever the planner expects of the join below (with fresh
+# statistics it can expect one contact and re-run the grouping for every contact row).
+_RANKED = (
+    select(
+        _GROUPED.c.query,
+        _GROUPED.c.contact_id,
+        func.row_number()
+        .over(partition_by=_GROUPED.c.query, order_by=_GROUPED.c.matched.desc())
+        .label("rank"),
+    )
+    .cte("ranked")
+    .prefix_with("MATERIALIZED", dialect="postgresql")
+)
 _BY_NAMES_PG = (
     select(_RANKED.c.query, CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key)
     .join(CONTACTS, CONTACTS.c.id == _RANKED.c.contact_id)
@@ -163,14 +177,14 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
         for i in wanted:
             query = queries[i]
             low, high = query.words_range()
-            for spelling, indexes in query.spellings.items():
-                for index in indexes:
-                    columns["spellings"].append(spelling)
-                    columns["word_indexes"].append(index)
-                    columns["queries"].append(i)
-                    columns["full_counts"].append(len(query.full))
-                    columns["min_words"].append(low)
-                    columns["max_words"].append(high)
+            pairs = [(s, index) for s, indexes in query.spellings.items() for index in indexes]
+            columns["spellings"] += [s for s, _ in pairs]
+            columns["word_indexes"] += [index for _, index in pairs]
+            for name, value in (
+                ("queries", i), ("full_counts", len(query.full)), ("min_words", low),
+                ("max_words", high),
+            ):  # fmt: skip
+                columns[name] += [value] * len(pairs)
         for row in await session.execute(_BY_NAMES_PG, columns):
             found[row.query][row.id] = _profile(row)
         return found
