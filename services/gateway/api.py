@@ -468,16 +468,19 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
 
     # --- who and where chats can go (transfer targets) ------------------------------------
 
-    @router.get("/agents", tags=["agent"])
-    async def directory(_: CurrentAgent) -> list[MeOut]:
-        """Every agent, with their status: whom a chat can be transferred to."""
+    async def agents_with_status(order: Any) -> list[MeOut]:
         statuses = {a["id"]: a["status"] for a in await peers.get("routing", "/internal/agents")}
         async with db.sessions() as session:
-            agents = await session.scalars(select(Agent).order_by(Agent.display_name))
+            agents = await session.scalars(select(Agent).order_by(order))
             return [
                 MeOut(**agent_out(a).model_dump(), status=statuses.get(a.id, "inactive"))
                 for a in agents
             ]
+
+    @router.get("/agents", tags=["agent"])
+    async def directory(_: CurrentAgent) -> list[MeOut]:
+        """Every agent, with their status: whom a chat can be transferred to."""
+        return await agents_with_status(Agent.display_name)
 
     @router.get("/queues", tags=["agent"])
     async def queue_directory(_: CurrentAgent) -> list[dict[str, str]]:
@@ -510,13 +513,7 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
 
     @router.get("/admin/agents", tags=["admin"])
     async def list_agents(_: Supervisor) -> list[MeOut]:
-        statuses = {a["id"]: a["status"] for a in await peers.get("routing", "/internal/agents")}
-        async with db.sessions() as session:
-            agents = await session.scalars(select(Agent).order_by(Agent.username))
-            return [
-                MeOut(**agent_out(a).model_dump(), status=statuses.get(a.id, "inactive"))
-                for a in agents
-            ]
+        return await agents_with_status(Agent.username)
 
     @router.post("/admin/queues", tags=["admin"], status_code=status.HTTP_201_CREATED)
     async def create_queue(_: Supervisor, body: QueueIn) -> dict[str, Any]:

@@ -3,34 +3,22 @@ functions and its clock (at chosen times): each test runs on both."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import select
 
-import services.routing
 from libs.common.db import Database
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatOpened
 from services.routing import service
 from services.routing.clock import Clock
-from services.routing.models import Assignment, Base, Offer, QueueIn
-from tests.support.databases import migrated
+from services.routing.models import Assignment, Offer, QueueIn
+from tests.support.databases import database_fixture
 
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    package = Path(services.routing.__file__).parent
-    async with migrated(
-        request.param, postgres_url, tmp_path, "routing", Base.metadata, package
-    ) as d:
-        yield d
+db = database_fixture("routing")
 
 
 class Desk:
