@@ -110,7 +110,7 @@ class Product:
                 process.kill()
         self.processes.clear()
 
-    async def wait_ready(self, names: tuple[str, ...] | None = None, timeout: float = 60) -> None:
+    async def wait_ready(self, names: tuple[str, ...] | None = None, timeout: float = 120) -> None:
         if names is None:
             names = SERVICES if self.mode == "distributed" else ("gateway", "ingest")
         deadline = time.monotonic() + timeout
