@@ -98,13 +98,21 @@ async def offer_waiting(
     return made
 
 
-async def _waiting(session: AsyncSession, queue_id: str, states: Sequence[str], limit: int) -> Any:
-    return await session.execute(
-        select(ASSIGNMENTS.c.chat_id, ASSIGNMENTS.c.contact_id, ASSIGNMENTS.c.passed_over_agent_id)
-        .where(ASSIGNMENTS.c.queue_id == queue_id, ASSIGNMENTS.c.state.in_(states))
+async def _waiting(session: AsyncSession, queue_id: str, state: str, limit: int) -> list[Any]:
+    """The queue's oldest chats in this state: one ordered range of `assignments_queue_state`
+    (over two states at once PostgreSQL would read and sort the whole backlog)."""
+    rows = await session.execute(
+        select(
+            ASSIGNMENTS.c.chat_id,
+            ASSIGNMENTS.c.contact_id,
+            ASSIGNMENTS.c.passed_over_agent_id,
+            ASSIGNMENTS.c.queued_at,
+        )
+        .where(ASSIGNMENTS.c.queue_id == queue_id, ASSIGNMENTS.c.state == state)
         .order_by(ASSIGNMENTS.c.queued_at, ASSIGNMENTS.c.chat_id)
         .limit(limit)
     )
+    return list(rows)
 
 
 def _offer(queue: Row[Any], chat_id: str, contact_id: str, agent_id: str, now: datetime) -> Any:
@@ -127,13 +135,13 @@ async def _to_one(
     """Least busy or round robin: each waiting chat to one agent, never to the one it just
     passed over."""
     slots = sum(queue.capacity - f.load for f in free)
-    waiting = await _waiting(session, queue.id, ("queued",), slots + SLACK)
+    waiting = await _waiting(session, queue.id, "queued", slots + SLACK)
     pick = _least_busy(free) if queue.routing_rule == "least_busy" else _round_robin(queue, free)
     offers = []
-    for chat_id, contact_id, passed_over in waiting:
-        agent_id = pick(passed_over, queue.capacity)
+    for chat in waiting:
+        agent_id = pick(chat.passed_over_agent_id, queue.capacity)
         if agent_id is not None:
-            offers.append(_offer(queue, chat_id, contact_id, agent_id, now))
+            offers.append(_offer(queue, chat.chat_id, chat.contact_id, agent_id, now))
         if len(offers) == slots:
             break
     return offers
@@ -185,7 +193,12 @@ async def _to_everyone(
     become available later are offered what still waits."""
     # Chats already offered to an agent count in their load, so 2 x capacity chats in order
     # always hold their n oldest new ones.
-    waiting = (await _waiting(session, queue.id, ("queued", "offered"), 2 * queue.capacity)).all()
+    limit = 2 * queue.capacity
+    both = [
+        *await _waiting(session, queue.id, "queued", limit),
+        *await _waiting(session, queue.id, "offered", limit),
+    ]
+    waiting = sorted(both, key=lambda chat: (chat.queued_at, chat.chat_id))[:limit]
     rows = await session.execute(
         select(OFFERS.c.chat_id, OFFERS.c.agent_id).where(
             OFFERS.c.chat_id.in_([w.chat_id for w in waiting])
@@ -195,11 +208,11 @@ async def _to_everyone(
     offers = []
     for f in free:
         room = queue.capacity - f.load
-        for chat_id, contact_id, _ in waiting:
+        for chat in waiting:
             if room == 0:
                 break
-            if (chat_id, f.agent_id) not in standing:
-                offers.append(_offer(queue, chat_id, contact_id, f.agent_id, now))
+            if (chat.chat_id, f.agent_id) not in standing:
+                offers.append(_offer(queue, chat.chat_id, chat.contact_id, f.agent_id, now))
                 room -= 1
     return offers
 
