@@ -361,7 +361,7 @@ async def test_under_everyone_one_agent_wins_each_chat_across_replicas(
     through each replica: exactly one is answered 200 and owns it."""
     rng = random.Random(1)
     async with Team(replicated, fake_telegram) as team:
-        await team.form(6, routing_rule="everyone", capacity=3, accept_timeout_s=ACCEPT_TIMEOUT_S)
+        await team.form(5, routing_rule="everyone", capacity=3, accept_timeout_s=ACCEPT_TIMEOUT_S)
         paths = {a.id: ("gateway" if n % 2 == 0 else REPLICA) for n, a in enumerate(team.agents)}
 
         async def race(agent: Agent, chat_id: str) -> None:
@@ -372,9 +372,9 @@ async def test_under_everyone_one_agent_wins_each_chat_across_replicas(
             assert status in (200, 404, 409), status
 
         team.on_offer = lambda agent, data: team.spawn(race(agent, data["chat_id"]))
-        await team.write(10)
+        await team.write(8)
         await asyncio.sleep(1)
-        await team.write(10)
+        await team.write(8)
         await team.settle(timeout=45)
 
         owner = team.check_accepted_once()
@@ -401,9 +401,9 @@ async def test_least_busy_offers_one_at_a_time_and_a_killed_replica_strands_noth
 ) -> None:
     """Ten agents, capacity 2, offers lapsing after 5 s, customers writing in bursts; agents
     accept at once, late (racing the clock) or not at all, sometimes twice at once through both
-    replicas, while another agent tries to take the same chat. The second replica is SIGKILLed
-    in the middle of a burst, with offers standing that it may have made and that expire after
-    it died."""
+    replicas, while another agent tries to take the same chat, and now and then one steps away
+    for a second. The second replica is SIGKILLed in the middle of a burst, with offers standing
+    that it may have made and that expire after it died."""
     rng = random.Random(2)
     lapsed: set[str] = set()
     async with Team(replicated, fake_telegram) as team:
@@ -432,18 +432,32 @@ async def test_least_busy_offers_one_at_a_time_and_a_killed_replica_strands_noth
                 delay = rng.uniform(0.05, 0.8)
             team.spawn(take(agent, chat_id, delay, double=rng.random() < 0.3))
 
+        async def breaks() -> None:  # now and then an agent steps away: offers withdrawn
+            while True:
+                await asyncio.sleep(2)
+                agent = rng.choice(team.agents)
+                await agent.console.http.put("/api/me/status", json={"status": "inactive"})
+                await asyncio.sleep(1)
+                await agent.console.http.put("/api/me/status", json={"status": "active"})
+
         team.on_offer = on_offer
-        await team.write(16)
+        away = asyncio.create_task(breaks())
+        await team.write(14)
         await asyncio.sleep(2.5)
         # The second burst: the replica dies while its chats are being opened and offered.
-        burst = asyncio.create_task(team.write(16))
+        burst = asyncio.create_task(team.write(14))
         await asyncio.sleep(0.3)
         team.replica_alive = False
         killed_at = now()
         replicated.kill(REPLICA)
         await burst
         await asyncio.sleep(1.5)
-        await team.write(12)
+        await team.write(10)
+        away.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await away
+        for agent in team.agents:  # back from any break
+            await agent.console.http.put("/api/me/status", json={"status": "active"})
         # A dead replica's unrelayed events wait for their outbox lease (30 s) to be taken over.
         await team.settle(timeout=70)
 
@@ -461,8 +475,8 @@ async def test_least_busy_offers_one_at_a_time_and_a_killed_replica_strands_noth
             for o in every
         ), "no offer expired across the kill"
         assert any(o.start and o.start > killed_at for o in every)
-        withdrawn = [o for o in every if o.how.startswith("chat.offer_withdrawn")]
-        assert not withdrawn  # nobody went away, nothing was transferred
+        withdrawn = {o.how for o in every if o.how.startswith("chat.offer_withdrawn")}
+        assert withdrawn <= {"chat.offer_withdrawn:agent_unavailable"}  # breaks only
         team.check_no_failures()
 
 
