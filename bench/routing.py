@@ -68,7 +68,7 @@ from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatCompleted, ChatOpened
 from libs.common.settings import Settings
 from services.routing import service
-from services.routing.models import Base, QueueIn
+from services.routing.models import Base, QueueIn, RoutingRule
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -114,6 +114,7 @@ class Results:
     round_rates: list[tuple[float, float]] = field(default_factory=list)
     first_offer_loaded: list[float] = field(default_factory=list)
     first_offer_bare_loaded: list[float] = field(default_factory=list)
+    first_offer_everyone: list[float] = field(default_factory=list)
     waiting: list[tuple[int, int]] = field(default_factory=list)  # (routing, bare) per round
     env: dict[str, str] = field(default_factory=dict)
 
@@ -141,10 +142,13 @@ class Meter:
 class Routing:
     """routing's tables and functions, and the offers its committed events announced."""
 
-    def __init__(self, db: Database, agents: list[str], capacity: int) -> None:
+    def __init__(
+        self, db: Database, agents: list[str], capacity: int, rule: RoutingRule = "least_busy"
+    ) -> None:
         self.db = db
         self.agents = agents
         self.capacity = capacity
+        self.rule = rule
         self.queue_id = ""
         self.offers: dict[tuple[str, str], None] = {}  # (chat, agent) standing, in order
         self.made = 0  # chat.offered events committed so far
@@ -173,8 +177,9 @@ class Routing:
             queue = await service.create_queue(
                 session,
                 QueueIn(
-                    name="bench",
+                    name=self.rule,
                     agent_ids=self.agents,
+                    routing_rule=self.rule,
                     capacity=self.capacity,
                     accept_timeout_s=3600,  # no offer lapses during the run: no clock runs
                     reply_timeout_s=3600,
@@ -188,7 +193,11 @@ class Routing:
         async with self.db.sessions() as session:
             return int(
                 await session.scalar(
-                    text("SELECT count(*) FROM assignments WHERE state = 'queued'")
+                    text(
+                        "SELECT count(*) FROM assignments WHERE queue_id = :queue"
+                        " AND state = 'queued'"
+                    ),
+                    {"queue": self.queue_id},
                 )
                 or 0
             )
@@ -539,6 +548,16 @@ async def run(args: argparse.Namespace) -> Results:
                 log(f"  {type(subject).__name__}: {got.rate:,.0f} offers/s")
             results.round_rates.append((pair[0], pair[1]))
         await pool.close()
+        log(f"the everyone rule: {args.agents} more agents and {args.backlog:,} more chats")
+        everyone = Routing(
+            db, [f"everyone-{n:03d}" for n in range(args.agents)], args.capacity, "everyone"
+        )
+        await everyone.setup()
+        await everyone.top_up(args.backlog)
+        async with db.engine.begin() as conn:
+            await conn.execute(text("ANALYZE"))
+        for agent in everyone.agents:
+            results.first_offer_everyone.append(await everyone.activate(agent))
         results.env["loadavg_after"] = _loadavg()
     finally:
         await db.dispose()
@@ -629,6 +648,10 @@ def report(results: Results, args: argparse.Namespace) -> str:
         + " |",
         f"| CPU during the steady rounds: this process / our PostgreSQL backends | {_cpu(r)} | "
         f"{_cpu(b)} |",
+        f"| the everyone rule, quiet (another queue: {args.agents} more agents, "
+        f"{args.backlog:,} more chats): agent turns active → first offer, p50 / p99 | "
+        f"{_ms(results.first_offer_everyone, 50)} / {_ms(results.first_offer_everyone, 99)} "
+        "| |",
         f"| {args.agents} agents turning active one by one, quiet: offers per second | "
         f"{results.activation.rate:,.0f} ({results.activation.offers:,} offers) | |",
         f"| queueing the backlog (`queue_chats`, batches of {OPENED_BATCH}): chats per second | "
