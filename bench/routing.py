@@ -49,7 +49,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 import services.routing
 from bench.duplicates import with_database
@@ -88,6 +88,7 @@ class Window:
     offers: int = 0
     cycles: int = 0
     stale: int = 0  # accepts of offers withdrawn meanwhile (a 409 in the product)
+    statements: int = 0  # SQL statements sent (BEGIN and COMMIT aside)
     cpu: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: Window) -> None:
@@ -95,6 +96,7 @@ class Window:
         self.offers += other.offers
         self.cycles += other.cycles
         self.stale += other.stale
+        self.statements += other.statements
         for key, value in other.cpu.items():
             self.cpu[key] = self.cpu.get(key, 0.0) + value
 
@@ -152,6 +154,11 @@ class Routing:
         self.queue_id = ""
         self.offers: dict[tuple[str, str], None] = {}  # (chat, agent) standing, in order
         self.made = 0  # chat.offered events committed so far
+        self.statements = 0
+        event.listen(db.engine.sync_engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_: Any) -> None:
+        self.statements += 1
 
     async def tx(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
         async with self.db.transaction() as session:
@@ -266,13 +273,19 @@ async def _queue_chats(session: Any, batch: list[ChatOpened]) -> None:
 class Bare:
     """The cycle's writes, hand-written on asyncpg, on a copy of routing's tables."""
 
-    def __init__(self, pool: asyncpg.Pool, queue_id: str, agents: list[str], capacity: int):
+    def __init__(self, pool: Any, queue_id: str, agents: list[str], capacity: int):
         self.pool = pool
         self.queue_id = queue_id
         self.agents = agents
         self.capacity = capacity
         self.offers: dict[tuple[str, str], None] = {}
         self.made = 0
+        self.statements = 0
+
+    def count(self, record: Any) -> None:
+        """asyncpg's query logger: every statement but the transactions' own."""
+        if record.query not in ("BEGIN;", "COMMIT;", "ROLLBACK;"):
+            self.statements += 1
 
     @staticmethod
     async def copy(conn: asyncpg.Connection) -> None:
@@ -452,7 +465,7 @@ async def steady(
     """`workers` consoles accept and complete offers for `seconds`; meanwhile agents go
     inactive and active again, one at a time, their activation timed into `toggled`."""
     window = Window()
-    made_before = subject.made
+    made_before, statements_before = subject.made, subject.statements
     stop = time.perf_counter() + seconds
 
     async def console() -> None:
@@ -474,6 +487,7 @@ async def steady(
 
     await asyncio.gather(*(console() for _ in range(workers)), toggler())
     window.offers = subject.made - made_before
+    window.statements = subject.statements - statements_before
     return window
 
 
@@ -515,13 +529,18 @@ async def run(args: argparse.Namespace) -> Results:
         conn = await asyncpg.connect(url)
         await Bare.copy(conn)
         await conn.close()
-        pool = await asyncpg.create_pool(
+        bare = Bare(None, routing.queue_id, agents, args.capacity)
+
+        async def init(connection: asyncpg.Connection) -> None:
+            connection.add_query_logger(bare.count)
+
+        bare.pool = await asyncpg.create_pool(
             url,
             min_size=args.workers + 2,
             max_size=args.workers + 2,
             server_settings={"search_path": BARE},
+            init=init,
         )
-        bare = Bare(pool, routing.queue_id, agents, args.capacity)
         await bare.load()
         # The baseline's quiet activation: the same 200 agents, from inactive, one by one.
         for agent in agents[: min(50, len(agents))]:
@@ -547,7 +566,7 @@ async def run(args: argparse.Namespace) -> Results:
                 pair.append(got.rate)
                 log(f"  {type(subject).__name__}: {got.rate:,.0f} offers/s")
             results.round_rates.append((pair[0], pair[1]))
-        await pool.close()
+        await bare.pool.close()
         log(f"the everyone rule: {args.agents} more agents and {args.backlog:,} more chats")
         everyone = Routing(
             db, [f"everyone-{n:03d}" for n in range(args.agents)], args.capacity, "everyone"
@@ -636,6 +655,8 @@ def report(results: Results, args: argparse.Namespace) -> str:
         + " | "
         + ", ".join(f"{y:,.0f}" for _, y in results.round_rates)
         + " |",
+        f"| SQL statements per offer (BEGIN and COMMIT aside) | "
+        f"{r.statements / max(1, r.offers):.1f} | {b.statements / max(1, b.offers):.1f} |",
         f"| accept + complete cycles / offers withdrawn before their accept | "
         f"{r.cycles:,} / {r.stale:,} | {b.cycles:,} / {b.stale:,} |",
         f"| activations timed (quiet / under load) | {len(results.first_offer_quiet)} / "
