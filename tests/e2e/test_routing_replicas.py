@@ -39,6 +39,7 @@ pytestmark = pytest.mark.e2e
 
 REPLICA = "routing-2"  # the second routing process; the product's own is "routing"
 ACCEPT_TIMEOUT_S = 5  # the least a queue allows
+STAFF = 10  # agents, shared by the tests
 ENDS = {"chat.accepted", "chat.offer_expired", "chat.offer_withdrawn"}
 
 
@@ -55,6 +56,30 @@ async def replicated(
     ) as product:
         await product.add_replica("routing", REPLICA)
         yield product
+
+
+@pytest.fixture(scope="module")
+async def staff(replicated: Product) -> AsyncIterator[tuple[Console, list[Console]]]:
+    """The admin's console, and agents logged in (each test makes a queue of some of them:
+    creating and logging in an agent is a slow password hash, twice)."""
+    suffix = secrets.token_hex(4)
+    admin = await Console.login(replicated, "admin", ADMIN_PASSWORD)
+    consoles = []
+    for n in range(STAFF):  # one at a time: each hash takes a core
+        response = await admin.http.post(
+            "/api/admin/agents",
+            json={
+                "username": f"agent-{n}-{suffix}",
+                "password": AGENT_PASSWORD,
+                "display_name": f"Agent {n}",
+                "role": "agent",
+            },
+        )
+        assert response.status_code == 201, response.text
+        consoles.append(await Console.login(replicated, f"agent-{n}-{suffix}", AGENT_PASSWORD))
+    yield admin, consoles
+    for console in (admin, *consoles):
+        await console.close()
 
 
 def at(value: str) -> datetime:
@@ -103,12 +128,16 @@ class Agent:
 
 class Team:
     """A queue of agents with one Telegram channel, the customers who write to it, and the
-    agents' reactions to what their consoles show (`on_offer`; an accepted chat is completed
-    soon after, to free its slot)."""
+    agents' reactions to what their consoles show of that queue (`on_offer`; an accepted chat
+    is completed soon after, to free its slot)."""
 
-    def __init__(self, product: Product, fake: FakeTelegram) -> None:
+    def __init__(
+        self, product: Product, fake: FakeTelegram, staff: tuple[Console, list[Console]]
+    ) -> None:
         self.product = product
         self.fake = fake
+        self.admin, self.staff = staff
+        self.queue_id = ""
         self.agents: list[Agent] = []
         self.attempts: list[Attempt] = []
         self.replica_alive = True
@@ -134,41 +163,34 @@ class Team:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stack.aclose()
-        for agent in self.agents:
-            await agent.console.close()
+        for agent in self.agents:  # the next test's queue finds them with every slot free
+            for chat in await agent.console.list_chats("active"):
+                await agent.console.http.post(f"/api/chats/{chat['id']}/complete")
         await self.replica.aclose()
         await self.ingest.aclose()
 
     async def form(self, size: int, **queue: Any) -> None:
-        """`size` new agents in a new queue with these options, with a channel to it; each logs
-        in, opens a console (WebSocket) and turns active."""
+        """A new queue of `size` agents with these options, and a channel to it; each agent
+        opens a console (WebSocket) and turns active."""
         suffix = secrets.token_hex(4)
-        admin = await Console.login(self.product, "admin", ADMIN_PASSWORD)
-        self._stack.push_async_callback(admin.close)
-        ids = []
-        for n in range(size):
-            response = await admin.http.post(
-                "/api/admin/agents",
-                json={
-                    "username": f"agent-{n}-{suffix}",
-                    "password": AGENT_PASSWORD,
-                    "display_name": f"Agent {n}",
-                    "role": "agent",
-                },
-            )
-            assert response.status_code == 201, response.text
-            ids.append(response.json()["id"])
-        response = await admin.http.post(
+        consoles = self.staff[:size]
+        response = await self.admin.http.post(
             "/api/admin/queues",
-            json={"name": f"Queue {suffix}", "agent_ids": ids, "reply_timeout_s": 600, **queue},
+            json={
+                "name": f"Queue {suffix}",
+                "agent_ids": [c.me["id"] for c in consoles],
+                "reply_timeout_s": 600,
+                **queue,
+            },
         )
         assert response.status_code == 201, response.text
-        response = await admin.http.post(
+        self.queue_id = response.json()["id"]
+        response = await self.admin.http.post(
             "/api/admin/channels",
             json={
                 "kind": "telegram",
                 "name": f"Bot {suffix}",
-                "queue_id": response.json()["id"],
+                "queue_id": self.queue_id,
                 "token": new_bot_token(),
                 "secret": SECRET,
                 "api_base": self.fake.url,
@@ -176,8 +198,7 @@ class Team:
         )
         assert response.status_code == 201, response.text
         self.channel_id = response.json()["id"]
-        for n in range(size):  # one at a time: each password check is a slow hash
-            console = await Console.login(self.product, f"agent-{n}-{suffix}", AGENT_PASSWORD)
+        for console in consoles:
             agent = Agent(console)
             self.agents.append(agent)
             ws = await self._stack.enter_async_context(websockets.connect(console.ws_url()))
@@ -203,6 +224,8 @@ class Team:
     async def _listen(self, agent: Agent, ws: websockets.ClientConnection) -> None:
         async for raw in ws:
             event = json.loads(raw)
+            if event["data"].get("queue_id") != self.queue_id:
+                continue  # another test's queue (the agents are shared), or no routing event
             agent.events.append(event)
             if event["type"] == "chat.offered":
                 self.on_offer(agent, event["data"])
@@ -355,12 +378,12 @@ def overlaps(offers: list[Offer]) -> list[tuple[Offer, Offer]]:
 
 
 async def test_under_everyone_one_agent_wins_each_chat_across_replicas(
-    replicated: Product, fake_telegram: FakeTelegram
+    replicated: Product, fake_telegram: FakeTelegram, staff: tuple[Console, list[Console]]
 ) -> None:
     """Every available agent is offered each chat and all of them race to accept it, half
     through each replica: exactly one is answered 200 and owns it."""
     rng = random.Random(1)
-    async with Team(replicated, fake_telegram) as team:
+    async with Team(replicated, fake_telegram, staff) as team:
         await team.form(5, routing_rule="everyone", capacity=3, accept_timeout_s=ACCEPT_TIMEOUT_S)
         paths = {a.id: ("gateway" if n % 2 == 0 else REPLICA) for n, a in enumerate(team.agents)}
 
@@ -397,7 +420,7 @@ async def test_under_everyone_one_agent_wins_each_chat_across_replicas(
 
 
 async def test_least_busy_offers_one_at_a_time_and_a_killed_replica_strands_nothing(
-    replicated: Product, fake_telegram: FakeTelegram
+    replicated: Product, fake_telegram: FakeTelegram, staff: tuple[Console, list[Console]]
 ) -> None:
     """Ten agents, capacity 2, offers lapsing after 5 s, customers writing in bursts; agents
     accept at once, late (racing the clock) or not at all, sometimes twice at once through both
@@ -406,7 +429,7 @@ async def test_least_busy_offers_one_at_a_time_and_a_killed_replica_strands_noth
     that it may have made and that expire after it died."""
     rng = random.Random(2)
     lapsed: set[str] = set()
-    async with Team(replicated, fake_telegram) as team:
+    async with Team(replicated, fake_telegram, staff) as team:
         await team.form(10, capacity=2, accept_timeout_s=ACCEPT_TIMEOUT_S)
 
         async def take(agent: Agent, chat_id: str, delay: float, double: bool) -> None:
@@ -481,12 +504,12 @@ async def test_least_busy_offers_one_at_a_time_and_a_killed_replica_strands_noth
 
 
 async def test_offers_lapse_on_time_after_every_replica_was_down(
-    replicated: Product, fake_telegram: FakeTelegram
+    replicated: Product, fake_telegram: FakeTelegram, staff: tuple[Console, list[Console]]
 ) -> None:
     """Offers stand, both routing processes are killed, the accept limit passes with no clock
     running anywhere; once routing is back, the lapsed offers expire and their chats go to
     the other agents."""
-    async with Team(replicated, fake_telegram) as team:
+    async with Team(replicated, fake_telegram, staff) as team:
         taking = False
 
         async def take(agent: Agent, chat_id: str) -> None:
