@@ -1,9 +1,10 @@
 """Offers: handing waiting chats to available agents under the queue's rule, and taking
 offers back.
 
-Every change to a chat's routing happens with its queue's row locked (`lock_queues`), in one
-order (by id), so replicas never offer one chat twice, never give one agent's last free slot to
-two chats, and never deadlock. In embedded mode SQLite runs one write transaction at a time,
+Every change to a chat's routing happens with its queue's row locked (`lock_queues`), and the
+rows of the queues that share an agent with it, in one order (by id), so replicas never offer
+one chat twice, never give one agent's last free slot to two chats (even from two queues), and
+never deadlock. In embedded mode SQLite runs one write transaction at a time,
 which gives the same guarantee.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, select, update
+from sqlalchemy import Row, Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.events import ChatOffered, ChatOfferWithdrawn, WithdrawReason
@@ -33,16 +34,31 @@ NEVER = datetime.min.replace(tzinfo=UTC)  # an agent who never accepted a chat c
 SLACK = 100
 
 
-async def lock_queues(session: AsyncSession, queue_ids: Iterable[str]) -> dict[str, Row[Any]]:
-    """Lock these queues' rows, in id order (so no two transactions wait on each other), and
-    return them by id. Call before reading or changing anything routing decides in them."""
-    ids = sorted(set(queue_ids))
+async def lock_queues(
+    session: AsyncSession, queue_ids: Iterable[str], *, members: Iterable[str] = ()
+) -> dict[str, Row[Any]]:
+    """Lock these queues' rows, and those of every queue that shares an agent with them (or
+    holds one of `members`), in id order (so no two transactions wait on each other), and
+    return these queues by id. Call before reading or changing anything routing decides in
+    them.
+
+    An agent's load counts the offers and chats of all their queues, and offering in a queue
+    reads the loads of its members: the queues that could change them meanwhile are locked too.
+    """
+    ids = set(queue_ids)
     if not ids:
         return {}
-    rows = await session.execute(
-        select(QUEUES).where(QUEUES.c.id.in_(ids)).order_by(QUEUES.c.id).with_for_update()
+    agents = select(MEMBERS.c.agent_id).where(MEMBERS.c.queue_id.in_(ids))
+    shared = select(MEMBERS.c.queue_id).where(
+        or_(MEMBERS.c.agent_id.in_(agents), MEMBERS.c.agent_id.in_(list(members)))
     )
-    return {row.id: row for row in rows}
+    rows = await session.execute(
+        select(QUEUES)
+        .where(or_(QUEUES.c.id.in_(ids), QUEUES.c.id.in_(shared)))
+        .order_by(QUEUES.c.id)
+        .with_for_update(of=QUEUES)
+    )
+    return {row.id: row for row in rows if row.id in ids}
 
 
 @dataclass(slots=True)

@@ -102,7 +102,8 @@ async def create_queue(session: AsyncSession, data: QueueIn) -> QueueOut:
 async def update_queue(session: AsyncSession, queue_id: str, patch: QueuePatch) -> QueueOut:
     """Change a queue's options or members; raises ValidationError (from the merged whole) or
     UnknownQueue. Chats waiting in it are offered again under the new terms."""
-    queues = await lock_queues(session, [queue_id])
+    # The new members' other queues too: their loads are read when the queue offers.
+    queues = await lock_queues(session, [queue_id], members=patch.agent_ids or ())
     if queue_id not in queues:
         raise UnknownQueue(queue_id)
     current = await queue_out(session, queue_id)
