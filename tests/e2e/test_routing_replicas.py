@@ -492,6 +492,8 @@ async def test_least_busy_offers_one_at_a_time_and_a_killed_replica_strands_noth
                 + "\n".join(map(str, chat_offers))
             )
         every = [o for chat_offers in offers.values() for o in chat_offers]
+        # The killed replica was deciding accepts before it died.
+        assert any(a.via == REPLICA and a.status in (200, 409) for a in team.attempts)
         # The survivor's clock fired offers that stood when the replica died.
         assert any(
             o.how == "chat.offer_expired" and o.start and o.end and o.start < killed_at < o.end
