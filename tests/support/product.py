@@ -37,6 +37,8 @@ class Product:
     env: dict[str, str]
     data_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Units started by `add_replica`: unit name -> the service it runs.
+    replicas: dict[str, str] = field(default_factory=dict)
 
     @property
     def gateway(self) -> str:
@@ -48,7 +50,10 @@ class Product:
 
     @property
     def units(self) -> tuple[str, ...]:
-        return SERVICES if self.mode == "distributed" else ("all",)
+        return (*(SERVICES if self.mode == "distributed" else ("all",)), *self.replicas)
+
+    def url(self, unit: str) -> str:
+        return f"http://127.0.0.1:{self.ports[unit]}"
 
     def log(self) -> str:
         return "".join(
@@ -56,16 +61,30 @@ class Product:
         )
 
     def start(self, unit: str) -> None:
-        """Start one unit: a service's process, or `all` in embedded mode."""
-        args = [] if unit == "all" else [unit]
+        """Start one unit: a service's process, a replica's, or `all` in embedded mode."""
+        service = self.replicas.get(unit, unit)
+        args = [] if service == "all" else [service]
+        env = self.env
+        if unit in self.replicas:  # its own HTTP port; the others still call the first replica
+            env = env | {f"{service.upper()}_PORT": str(self.ports[unit])}
         with (self.data_dir / f"{unit}.log").open("ab") as log:
             self.processes[unit] = subprocess.Popen(
                 [sys.executable, "-m", "services", *args],
                 cwd=ROOT,
-                env=self.env,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    async def add_replica(self, service: str, unit: str) -> None:
+        """Start one more process of `service` (distributed mode), as `unit`, and wait until it
+        is ready. It shares the database and the vhost: it consumes the same queues as one
+        consumer group with the first, and runs the same background work (relays, clocks)."""
+        assert self.mode == "distributed" and service in SERVICES and unit not in self.ports
+        self.ports[unit] = free_port()
+        self.replicas[unit] = service
+        self.start(unit)
+        await self.wait_ready((unit,))
 
     async def restart(self, unit: str) -> None:
         """Stop a unit cleanly (SIGTERM, as a deploy does), start it again, wait until ready."""
@@ -91,7 +110,7 @@ class Product:
                 process.kill()
         self.processes.clear()
 
-    async def wait_ready(self, names: tuple[str, ...] | None = None, timeout: float = 60) -> None:
+    async def wait_ready(self, names: tuple[str, ...] | None = None, timeout: float = 120) -> None:
         if names is None:
             names = SERVICES if self.mode == "distributed" else ("gateway", "ingest")
         deadline = time.monotonic() + timeout
