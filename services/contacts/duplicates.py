@@ -381,19 +381,20 @@ async def search_for_chats(
     publishes the result naming the agent, across replicas too. A batch of events costs a few
     statements whatever its size: every search of the batch is made at once.
     """
+    first: dict[str, ChatOpened | ChatOffered] = {}  # the first event of a chat makes its row
+    for event in events:
+        first.setdefault(event.chat_id, event)
     await session.execute(
         insert_ignore(session, SEARCHES),
-        list(
+        [  # in chat order, like the lock below: replicas wait for each other, not deadlock
             {
-                event.chat_id: {
-                    "chat_id": event.chat_id,
-                    "contact_id": event.contact_id,
-                    "count": 0,
-                    "candidates": [],
-                }
-                for event in reversed(events)  # the first event of a chat makes its row
-            }.values()
-        ),
+                "chat_id": chat_id,
+                "contact_id": first[chat_id].contact_id,
+                "count": 0,
+                "candidates": [],
+            }
+            for chat_id in sorted(first)
+        ],
     )
     rows = {
         row.chat_id: _Search(*row)
