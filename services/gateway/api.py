@@ -21,6 +21,7 @@ from services.gateway.models import (
     Agent,
     AgentIn,
     AgentOut,
+    ChannelSummary,
     ChatAction,
     ChatView,
     LoginIn,
@@ -301,6 +302,13 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
             "chat", f"/internal/chats/{chat_id}/replies", reply
         )
         return message
+
+    @router.get("/channels", tags=["chats"])
+    async def list_channel_names(_: CurrentAgent) -> list[ChannelSummary]:
+        """Every channel's name and platform, for any agent: the console shows where each chat
+        came from."""
+        channels = await peers.get("ingest", "/internal/channels")
+        return [ChannelSummary.model_validate(c) for c in channels]
 
     @router.get("/files/{attachment_id}", tags=["chats"], responses=files.FILE_RESPONSES)
     async def get_file(agent: CurrentAgent, attachment_id: str) -> Response:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from libs.common.handlers import Consumers
 from libs.common.service import Runtime, Service, new_app, new_database
-from services.gateway import api, auth, push, ws
+from services.gateway import api, auth, push, web, ws
 from services.gateway.models import Base
 from services.gateway.peers import Peers
 
@@ -21,6 +21,7 @@ def build(runtime: Runtime) -> Service:
     app = new_app(NAME, runtime, db.ping, api_prefix="/api")
     app.include_router(api.build_router(db, Peers(runtime), runtime.settings, runtime.blobs))
     app.include_router(ws.build_router(db, hub))
+    app.mount("/", web.console_files(), name="console")  # last: the API's routes come first
 
     async def create_first_admin() -> None:
         await auth.ensure_admin(db, runtime.settings)

@@ -129,6 +129,15 @@ class ChatView(BaseModel):
     last_message_preview: str
 
 
+class ChannelSummary(BaseModel):
+    """A channel as every agent sees it: where a chat came from (no settings, no secrets)."""
+
+    id: str
+    kind: str
+    name: str
+    active: bool
+
+
 class ChatAction(BaseModel):
     code: str
     title: str

@@ -3,6 +3,8 @@
 The server sends `{"id", "type", "data"}` for every event in the agent's log after the
 connection's cursor. A new connection starts at the newest event (subscribe, then fetch state);
 a reconnecting client sends `{"resume_after": "<last id>"}` and gets everything after it, once.
+It may give `resume_after` in the URL instead, which the console does: the cursor is then set
+before anything is sent, so a new event cannot reach it ahead of the missed ones it replays.
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ def build_router(db: Database, hub: Hub) -> APIRouter:
     router = APIRouter(prefix="/api")
 
     @router.websocket("/ws")
-    async def stream(websocket: WebSocket, token: str = Query(default="")) -> None:
+    async def stream(
+        websocket: WebSocket,
+        token: str = Query(default=""),
+        resume_after: int | None = Query(default=None, ge=0),
+    ) -> None:
         async with db.sessions() as session:
             agent = await auth.agent_for_token(session, token) if token else None
-            cursor = await push.latest_event_id(session, agent.id) if agent else 0
+            if agent is None or resume_after is not None:
+                cursor = resume_after or 0
+            else:
+                cursor = await push.latest_event_id(session, agent.id)
         await websocket.accept()
         if agent is None:
             await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
