@@ -5,6 +5,12 @@ shared by gateway replicas and survives restarts); each open WebSocket sends wha
 after its cursor. A commit hands its new rows to this process's connections at once, with no
 query; a connection reads the log itself when it resumes, falls behind, or every second, to
 catch rows written by other replicas.
+
+A connection's cursor only moves forward, so an agent's rows must commit in the order of their
+ids: with several replicas appending at once, a row that took a lower id but committed later
+would be behind a cursor that had moved past it, and never sent. Each transaction therefore
+holds a lock per agent (PostgreSQL advisory locks, taken in one order) from before it takes
+ids until it commits.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ BEFORE_OFFER = (ChatMessageReceived, ChatMessageUpdated)
 HOLDERS = cast(Table, ChatHolder.__table__)
 EVENTS = cast(Table, AgentEvent.__table__)
 PAGE = 500
+LOG_LOCKS = 0x6C6F67  # the advisory locks' namespace ("log"), beside the agent's hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +177,7 @@ def register(consumers: Consumers, hub: Hub) -> None:
         await _save_holders(session, changed)
         if not rows:
             return
+        await _lock_logs(session, {row["agent_id"] for row in rows})
         inserted = await session.execute(
             insert_ignore(session, EVENTS).returning(
                 EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
@@ -185,6 +193,20 @@ def register(consumers: Consumers, hub: Hub) -> None:
             for id, source, agent_id in sorted(inserted)
         ]
         after_commit(session, functools.partial(hub.hand, frames))
+
+
+async def _lock_logs(session: AsyncSession, agent_ids: set[str]) -> None:
+    """Hold these agents' logs until commit, so that their rows commit in the order of their ids.
+
+    In sorted order, so that two transactions never wait for each other. SQLite needs none: it
+    has one writer at a time.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for agent_id in sorted(agent_ids):
+        await session.execute(
+            select(func.pg_advisory_xact_lock(LOG_LOCKS, func.hashtext(agent_id)))
+        )
 
 
 async def latest_event_id(session: AsyncSession, agent_id: str) -> int:

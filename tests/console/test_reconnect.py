@@ -39,9 +39,7 @@ async def test_after_a_network_drop_the_console_shows_what_it_missed_once(
         last_seen = await tab.page.evaluate(LAST_SEEN)
 
         network.cut()
-        await expect(tab.page.get_by_role("status")).to_have_text(
-            "Connection lost. Reconnecting…"
-        )
+        await expect(tab.page.get_by_role("status")).to_have_text("Connection lost. Reconnecting…")
         # Meanwhile: the customer writes again, and a second customer writes.
         await post_update(product, channel["id"], telegram_update(3, "Hello??", user_id=1))
         await post_update(

@@ -55,17 +55,35 @@ class Product:
             (self.data_dir / f"{unit}.log").read_text(errors="replace") for unit in self.units
         )
 
-    def start(self, unit: str) -> None:
+    def start(
+        self, unit: str, *, name: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
         """Start one unit: a service's process, or `all` in embedded mode."""
         args = [] if unit == "all" else [unit]
-        with (self.data_dir / f"{unit}.log").open("ab") as log:
-            self.processes[unit] = subprocess.Popen(
+        name = name or unit
+        with (self.data_dir / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "services", *args],
                 cwd=ROOT,
-                env=self.env,
+                env=self.env | (env or {}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    @contextlib.asynccontextmanager
+    async def replica(self, service: str) -> AsyncIterator[str]:
+        """Another process of a service (distributed mode), on its own port: its base URL."""
+        assert self.mode == "distributed"
+        name, port = f"{service}-replica", free_port()
+        self.start(service, name=name, env={f"{service.upper()}_PORT": str(port)})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await self._wait_url(name, f"{url}/readyz", time.monotonic() + 60)
+            yield url
+        finally:
+            process = self.processes.pop(name)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 30)
 
     async def restart(self, unit: str) -> None:
         """Stop a unit cleanly (SIGTERM, as a deploy does), start it again, wait until ready."""
@@ -95,19 +113,21 @@ class Product:
         if names is None:
             names = SERVICES if self.mode == "distributed" else ("gateway", "ingest")
         deadline = time.monotonic() + timeout
+        for name in names:
+            await self._wait_url(name, f"http://127.0.0.1:{self.ports[name]}/readyz", deadline)
+
+    async def _wait_url(self, name: str, url: str, deadline: float) -> None:
         async with httpx.AsyncClient() as client:
-            for name in names:
-                url = f"http://127.0.0.1:{self.ports[name]}/readyz"
-                while True:
-                    exited = [u for u, p in self.processes.items() if p.poll() is not None]
-                    if exited:
-                        raise RuntimeError(f"{exited} exited early:\n{self.log()[-5000:]}")
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await client.get(url)).status_code == 200:
-                            break
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{name} not ready:\n{self.log()[-5000:]}")
-                    await asyncio.sleep(0.1)
+            while True:
+                exited = [u for u, p in self.processes.items() if p.poll() is not None]
+                if exited:
+                    raise RuntimeError(f"{exited} exited early:\n{self.log()[-5000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not ready:\n{self.log()[-5000:]}")
+                await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager
