@@ -50,6 +50,11 @@ events: $(STAMP)
 migration: $(STAMP)
 	$(BIN)/python -m libs.common.revision $(SERVICE) -m "$(MSG)"
 
+## The console's screenshots in docs/screenshots (README), taken by its browser tests.
+screenshots: $(STAMP)
+	CHATDESK_SCREENSHOTS=docs/screenshots DATABASE_URL=$(TEST_DATABASE_URL) AMQP_URL=$(TEST_AMQP_URL) \
+	  $(BIN)/pytest tests/console -q -k embedded
+
 ## Refresh the console's vendored ES modules from the npm registry (the one target that downloads;
 ## the files are committed, so `make run` and `make test` never do). Versions: vendor/package-lock.json.
 CONSOLE_VENDOR := services/gateway/console/vendor

@@ -9,6 +9,8 @@ recorded in `window.shown`.
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,10 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# `make screenshots` points this at docs/screenshots; other runs keep theirs out of the tree.
+SCREENSHOTS = Path(
+    os.environ.get("CHATDESK_SCREENSHOTS") or Path(tempfile.gettempdir()) / "chatdesk-screenshots"
+)
 
 # The browser's own Notification, wrapped so that the test sees what the console showed.
 RECORD_NOTIFICATIONS = """

@@ -222,7 +222,7 @@ function AgentPicker({ field, value, id, agents }) {
     ${agents.length === 0 && html`<span class="muted">No agents yet.</span>`}
     ${agents.map(
       (agent) => html`<label key=${agent.id} class="check">
-        <input type="checkbox" name=${field.name} value=${agent.id} checked=${chosen.has(agent.id)} />
+        <input type="checkbox" name=${field.name} value=${agent.id} defaultChecked=${chosen.has(agent.id)} />
         ${agent.display_name} (${agent.username})</label>`,
     )}
   </fieldset>`;
@@ -288,9 +288,10 @@ function input(field, value, id, describedBy, widgets) {
     </select>`;
   }
   if (field.type === 'checkbox') {
-    return html`<input type="checkbox" ...${common} checked=${Boolean(value ?? field.default)} />`;
+    return html`<input type="checkbox" ...${common} defaultChecked=${Boolean(value ?? field.default)} />`;
   }
+  // Uncontrolled (default values): a re-render, to show errors, keeps what was typed.
   const shown = field.type === 'password' ? '' : value ?? field.default ?? '';
-  return html`<input type=${field.type} ...${common} value=${shown} min=${field.min} max=${field.max}
+  return html`<input type=${field.type} ...${common} defaultValue=${shown} min=${field.min} max=${field.max}
     autocomplete=${field.type === 'password' ? 'new-password' : 'off'} />`;
 }
