@@ -55,9 +55,11 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
     await tab.screenshot("admin-agents")
 
     # Queues: the form is the API's, agents to pick included.
-    await page.get_by_role("navigation", name="Administration").get_by_role(
-        "link", name="Queues"
-    ).click()
+    await (
+        page.get_by_role("navigation", name="Administration")
+        .get_by_role("link", name="Queues")
+        .click()
+    )
     new_queue = form(tab, "New queue")
     await new_queue.get_by_role("button", name="Create").click()  # without a name
     await expect(new_queue.locator("#field-form-new-queue-name-error")).to_have_text(
@@ -67,8 +69,10 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
     await new_queue.get_by_label("Accept timeout (s)").fill("45")
     await new_queue.get_by_label(f"Olga (olga-{suffix})").check()
     await new_queue.get_by_role("button", name="Create").click()
-    queue_row = page.get_by_role("table", name="Queues").get_by_role("row").filter(
-        has_text=f"Billing {suffix}"
+    queue_row = (
+        page.get_by_role("table", name="Queues")
+        .get_by_role("row")
+        .filter(has_text=f"Billing {suffix}")
     )
     await expect(queue_row).to_contain_text("Olga")
     await expect(queue_row).to_contain_text("45")
@@ -76,9 +80,11 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
 
     # Channels: Telegram refuses a token, and the form says so; then a good one, edited and
     # deactivated.
-    await page.get_by_role("navigation", name="Administration").get_by_role(
-        "link", name="Channels"
-    ).click()
+    await (
+        page.get_by_role("navigation", name="Administration")
+        .get_by_role("link", name="Channels")
+        .click()
+    )
     new_channel = form(tab, "New Telegram channel")
     refused = new_bot_token()
     fake_telegram.refused_tokens.add(refused)
