@@ -48,7 +48,9 @@ export class Desk {
         if (state === 'open') this.enqueue(() => this.reload());
         if (state === 'refused') this.onRefused();
       },
-      onFrame: (frame) => this.enqueue(() => this.apply(frame)),
+      onFrame: (frame) => {
+        this.enqueue(() => this.apply(frame)).catch(() => {}); // logged by the chain
+      },
     });
     this.stream.start();
   }
@@ -66,9 +68,11 @@ export class Desk {
     this.listeners.forEach((listener) => listener());
   }
 
+  // Runs `step` after every step asked before it; its own promise, so a caller sees its error.
   enqueue(step) {
-    this.chain = this.chain.then(step).catch((error) => console.error('chatdesk:', error));
-    return this.chain;
+    const run = this.chain.then(step);
+    this.chain = run.catch((error) => console.error('chatdesk:', error));
+    return run;
   }
 
   // --- what the console shows -----------------------------------------------------------------
@@ -104,7 +108,7 @@ export class Desk {
     this.chats = new Map();
     for (const chat of [...fresh, ...active]) this.place(chat, known.get(chat.id));
     // Conversations on screen may have missed messages while the socket was down.
-    await Promise.all([...this.threads.keys()].map((id) => this.loadThread(id)));
+    await Promise.allSettled([...this.threads.keys()].map((id) => this.loadThread(id)));
     this.changed();
   }
 
@@ -116,11 +120,18 @@ export class Desk {
     merged.offer_expires_at = chat.offer_expires_at || before?.offer_expires_at;
     if (this.opened.has(chat.id) || this.viewing === chat.id) this.opened.set(chat.id, merged);
     const mine = chat.agent_id === this.me.id && chat.status !== 'completed';
-    if (mine) this.chats.set(chat.id, merged);
-    else this.forget(chat.id);
+    if (mine) {
+      this.chats.set(chat.id, merged);
+    } else {
+      this.chats.delete(chat.id);
+      this.overdue.delete(chat.id);
+    }
   }
 
-  forget(id) {
+  // Out of my lists; a chat on screen stays there, as it now is.
+  forget(id, changes = {}) {
+    const chat = this.chat(id);
+    if (chat && this.viewing === id) this.opened.set(id, { ...chat, ...changes });
     this.chats.delete(id);
     this.overdue.delete(id);
   }
@@ -131,7 +142,7 @@ export class Desk {
       this.place({ ...chat, ...extra }, this.chat(id));
     } catch (error) {
       if (error.status !== 404) throw error;
-      this.forget(id); // no longer ours to see
+      this.chats.delete(id); // no longer ours to see
       this.opened.delete(id);
     }
   }
@@ -142,17 +153,17 @@ export class Desk {
     this.threads.set(id, [...messages, ...pending]);
   }
 
+  // Show a chat: true once it and its messages are loaded, false if it is not ours to see.
   open(id) {
     this.viewing = id;
     this.unread.delete(id);
     this.changed();
     return this.enqueue(async () => {
-      if (!this.chats.has(id)) {
-        this.opened.set(id, null);
-        await this.fetchChat(id);
-      }
+      if (!this.chats.has(id)) await this.fetchChat(id);
+      if (!this.chat(id)) return false;
       await this.loadThread(id);
       this.changed();
+      return true;
     });
   }
 
@@ -177,18 +188,18 @@ export class Desk {
       if (chat?.status === 'new') this.onOffer(chat);
     } else if (type === 'chat.accepted') {
       if (mine) await this.fetchChat(data.chat_id);
-      else this.forget(data.chat_id); // another agent took it
+      else this.forget(data.chat_id, { agent_id: data.agent_id }); // another agent took it
     } else if (type === 'chat.completed') {
-      this.forget(data.chat_id);
-      const opened = this.opened.get(data.chat_id);
-      if (opened) this.opened.set(data.chat_id, { ...opened, status: 'completed' });
+      this.forget(data.chat_id, { status: 'completed' });
     } else if (type === 'chat.offer_expired' || type === 'chat.offer_withdrawn') {
-      if (this.chats.get(data.chat_id)?.status === 'new') this.forget(data.chat_id);
+      if (this.chats.get(data.chat_id)?.status === 'new') {
+        this.forget(data.chat_id, { agent_id: null });
+      }
     } else if (type === 'chat.transferred') {
       if (data.to_agent_id === this.me.id) await this.fetchChat(data.chat_id);
-      else this.forget(data.chat_id);
+      else this.forget(data.chat_id, { agent_id: data.to_agent_id });
     } else if (type === 'chat.reply_overdue' && mine) {
-      if (data.reoffered) this.forget(data.chat_id);
+      if (data.reoffered) this.forget(data.chat_id, { agent_id: null });
       else this.overdue.add(data.chat_id);
     } else if (type === 'agent.status_changed' && mine) {
       this.status = data.status;

@@ -11,7 +11,10 @@ import { TransferDialog } from './transfer.js';
 export function Conversation({ desk, chatId }) {
   const [error, setError] = useState(null);
   useEffect(() => {
-    desk.open(chatId).catch((failure) => setError(failure.message));
+    desk.open(chatId).then(
+      (found) => found || setError('There is no such chat, or it is not yours to see.'),
+      (failure) => setError(failure.message),
+    );
     return () => desk.close(chatId);
   }, [chatId]);
   const chat = desk.chat(chatId);
