@@ -21,6 +21,7 @@ from services.gateway.models import (
     Agent,
     AgentIn,
     AgentOut,
+    AgentPatch,
     ChannelSummary,
     ChatAction,
     ChatView,
@@ -105,6 +106,7 @@ def agent_out(agent: Agent) -> AgentOut:
         username=agent.username,
         display_name=agent.display_name,
         role=agent.role,
+        active=agent.active,
     )
 
 
@@ -196,6 +198,8 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
             agent = await auth.check_password(session, body.username, body.password)
         if agent is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+        if not agent.active:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this account is deactivated")
         async with db.transaction() as session:
             token, row = await auth.issue_token(
                 session, agent, timedelta(hours=settings.token_ttl_hours)
@@ -393,6 +397,21 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
             return [
                 agent_out(a) for a in await session.scalars(select(Agent).order_by(Agent.username))
             ]
+
+    @router.patch("/admin/agents/{agent_id}", tags=["admin"])
+    async def update_agent(me: Supervisor, agent_id: str, body: AgentPatch) -> AgentOut:
+        """Rename an agent, change their role or password, or deactivate them (`active: false`:
+        their sessions end and they go inactive) or activate them again."""
+        if agent_id == me.id and (body.active is False or body.role == "agent"):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, "you cannot deactivate yourself or drop your own role"
+            )
+        agent = await auth.update_agent(db, agent_id, body)
+        if agent is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown agent")
+        if body.active is False:
+            await peers.post("routing", f"/internal/agents/{agent.id}/logout")
+        return agent_out(agent)
 
     @router.post("/admin/queues", tags=["admin"], status_code=status.HTTP_201_CREATED)
     async def create_queue(_: Supervisor, body: QueueIn) -> dict[str, Any]:

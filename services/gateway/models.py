@@ -5,8 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from libs.common.db import UTCDateTime, bus_tables
@@ -32,6 +41,8 @@ class Agent(Base):
     display_name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A deactivated agent cannot log in; their records keep naming them.
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class AccessToken(Base):
@@ -85,11 +96,24 @@ class AgentIn(BaseModel):
     role: Role = "agent"
 
 
+class AgentPatch(BaseModel):
+    """New settings for an agent, each optional. `active: false` deactivates the account: its
+    sessions end, it goes inactive, and it cannot log in until activated again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    role: Role | None = None
+    password: str | None = Field(default=None, min_length=8, max_length=1000)
+    active: bool | None = None
+
+
 class AgentOut(BaseModel):
     id: str
     username: str
     display_name: str
     role: Role
+    active: bool = True
 
 
 class MeOut(AgentOut):

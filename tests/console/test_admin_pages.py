@@ -50,8 +50,20 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
     await new_agent.get_by_label("Username").fill(f"olga-{suffix}")
     await new_agent.get_by_label("Password").fill("olga-password")
     await new_agent.get_by_role("button", name="Create").click()
-    agents = page.get_by_role("table", name="Agents")
-    await expect(agents).to_contain_text(f"olga-{suffix}")
+    olga = (
+        page.get_by_role("table", name="Agents")
+        .get_by_role("row")
+        .filter(has_text=f"olga-{suffix}")
+    )
+    await expect(olga).to_contain_text("Olga")
+    await olga.get_by_role("button", name=f"Deactivate olga-{suffix}").click()
+    await expect(olga.get_by_role("button", name=f"Activate olga-{suffix}")).to_be_visible()
+    await olga.get_by_role("button", name=f"Activate olga-{suffix}").click()
+    await olga.get_by_role("button", name=f"Edit olga-{suffix}").click()
+    edit = form(tab, f"Edit olga-{suffix}")
+    await edit.get_by_label("Display name").fill("Olga S.")
+    await edit.get_by_role("button", name="Save").click()
+    await expect(olga).to_contain_text("Olga S.")
     await tab.screenshot("admin-agents")
 
     # Queues: the form is the API's, agents to pick included.
@@ -67,7 +79,7 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
     )
     await new_queue.get_by_label("Name").fill(f"Billing {suffix}")
     await new_queue.get_by_label("Accept timeout (s)").fill("45")
-    await new_queue.get_by_label(f"Olga (olga-{suffix})").check()
+    await new_queue.get_by_label(f"Olga S. (olga-{suffix})").check()
     await new_queue.get_by_role("button", name="Create").click()
     queue_row = (
         page.get_by_role("table", name="Queues")
