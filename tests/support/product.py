@@ -78,7 +78,7 @@ class Product:
         self.start(service, name=name, env={f"{service.upper()}_PORT": str(port)})
         url = f"http://127.0.0.1:{port}"
         try:
-            await self._wait_url(name, f"{url}/readyz", time.monotonic() + 60)
+            await self._wait_url(name, f"{url}/readyz", time.monotonic() + 120)
             yield url
         finally:
             process = self.processes.pop(name)
@@ -109,7 +109,7 @@ class Product:
                 process.kill()
         self.processes.clear()
 
-    async def wait_ready(self, names: tuple[str, ...] | None = None, timeout: float = 60) -> None:
+    async def wait_ready(self, names: tuple[str, ...] | None = None, timeout: float = 120) -> None:
         if names is None:
             names = SERVICES if self.mode == "distributed" else ("gateway", "ingest")
         deadline = time.monotonic() + timeout

@@ -57,3 +57,17 @@ export function Field({ label, name, error, children, hint }) {
 export function Alert({ error }) {
   return error ? html`<p class="alert" role="alert">${error}</p>` : null;
 }
+
+// Time left to accept, when the queue limits it (routing gives `offer_expires_at`).
+export function Countdown({ until }) {
+  return until ? html`<${Ticking} until=${until} />` : null;
+}
+
+function Ticking({ until }) {
+  const now = useNow();
+  const left = (new Date(until).getTime() - now) / 1000;
+  return html`<span class=${left < 15 ? 'countdown urgent' : 'countdown'} role="timer"
+    aria-label="Time left to accept">
+    ${left > 0 ? `${seconds(left)} to accept` : 'Time is up'}
+  </span>`;
+}

@@ -1,6 +1,6 @@
 // The Chats tab: New (offers awaiting acceptance) and Active (in progress), and the open chat.
 import { Link, navigate } from '../lib/router.js';
-import { Alert, PLATFORMS, seconds, shortTime, useNow } from '../lib/ui.js';
+import { Alert, Countdown, PLATFORMS, shortTime } from '../lib/ui.js';
 import { html } from '../vendor/htm-preact.js';
 import { useState } from '../vendor/hooks.js';
 import { Conversation } from './conversation.js';
@@ -69,15 +69,4 @@ function OfferControls({ chat, desk }) {
     </button>
     <${Alert} error=${error} />
   </div>`;
-}
-
-// Time left to accept, when the queue limits it (routing gives `offer_expires_at`).
-export function Countdown({ until }) {
-  const now = useNow();
-  if (!until) return null;
-  const left = (new Date(until).getTime() - now) / 1000;
-  return html`<span class=${left < 15 ? 'countdown urgent' : 'countdown'} role="timer"
-    aria-label="Time left to accept">
-    ${left > 0 ? `${seconds(left)} to accept` : 'Time is up'}
-  </span>`;
 }

@@ -1,7 +1,7 @@
 // The contact beside a chat, and the page of its possible duplicates, with merge.
 import { api, fileUrl } from '../lib/api.js';
 import { Link } from '../lib/router.js';
-import { Alert, PLATFORMS, useStore } from '../lib/ui.js';
+import { Alert, PLATFORMS } from '../lib/ui.js';
 import { html } from '../vendor/htm-preact.js';
 import { useEffect, useState } from '../vendor/hooks.js';
 
@@ -29,7 +29,6 @@ function useContact(contactId) {
 }
 
 export function ContactPanel({ chat, desk }) {
-  useStore(desk);
   const [contact, error] = useContact(chat.contact_id);
   const [channel, setChannel] = useState(null);
   const [found, setFound] = useState(null);

@@ -1,10 +1,9 @@
 // One chat: its messages, the composer, the chat actions menu, and the contact beside it.
 import { api, fileUrl } from '../lib/api.js';
 import { navigate } from '../lib/router.js';
-import { Alert, fileSize, shortTime } from '../lib/ui.js';
+import { Alert, Countdown, fileSize, shortTime } from '../lib/ui.js';
 import { html } from '../vendor/htm-preact.js';
 import { useEffect, useLayoutEffect, useRef, useState } from '../vendor/hooks.js';
-import { Countdown } from './chats.js';
 import { ContactPanel } from './contact.js';
 import { TransferDialog } from './transfer.js';
 
