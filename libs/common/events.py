@@ -18,6 +18,9 @@ Platform = Literal["telegram", "facebook"]
 Direction = Literal["in", "out"]
 DeliveryStatus = Literal["pending", "sent", "delivered", "read", "failed"]
 AgentStatus = Literal["active", "inactive"]
+StatusReason = Literal["agent", "login", "logout", "disconnected", "reconnected"]
+WithdrawReason = Literal["taken", "transferred", "completed", "agent_unavailable"]
+CompletionReason = Literal["inactivity", "max_wait"]
 AttachmentState = Literal["pending", "stored", "too_large", "failed"]
 
 
@@ -285,7 +288,9 @@ class ChatQueued(Event):
 
 
 class ChatOffered(Event):
-    """A chat was offered to an agent; it shows in that agent's New list."""
+    """A chat was offered to an agent; it shows in that agent's New list until it is accepted,
+    expires or is withdrawn. Under the queue's "everyone" rule, one such event goes to each
+    agent offered the chat at once."""
 
     type = "chat.offered"
 
@@ -294,6 +299,34 @@ class ChatOffered(Event):
     agent_id: str
     contact_id: str
     offered_at: datetime
+    expires_at: datetime | None = Field(
+        default=None, description="When the offer lapses unless accepted (the accept limit)."
+    )
+
+
+class ChatOfferExpired(Event):
+    """An agent let an offer lapse (the queue's accept time limit): the chat leaves their New
+    list and is offered to the next available agent, never straight back to them."""
+
+    type = "chat.offer_expired"
+
+    chat_id: str
+    queue_id: str
+    agent_id: str
+    expired_at: datetime
+
+
+class ChatOfferWithdrawn(Event):
+    """An offer ended before it was accepted or expired: another agent took the chat (the
+    "everyone" rule), it was transferred or completed, or the agent stopped being available."""
+
+    type = "chat.offer_withdrawn"
+
+    chat_id: str
+    queue_id: str
+    agent_id: str
+    reason: WithdrawReason
+    withdrawn_at: datetime
 
 
 class ChatAccepted(Event):
@@ -305,6 +338,48 @@ class ChatAccepted(Event):
     queue_id: str
     agent_id: str
     accepted_at: datetime
+
+
+class ChatReplyOverdue(Event):
+    """The customer of an accepted chat has waited longer than the queue's reply time limit for
+    an answer. If the queue says so, the chat is taken from its owner and offered again
+    (`reoffered`)."""
+
+    type = "chat.reply_overdue"
+
+    chat_id: str
+    queue_id: str
+    agent_id: str = Field(description="The owner who did not answer in time.")
+    waiting_since: datetime = Field(description="The customer's first unanswered message.")
+    reoffered: bool
+
+
+class ChatTransferred(Event):
+    """A chat moved to another agent (who owns it at once) or to a queue (where it waits for an
+    offer), by its owner, a supervisor, or routing itself (`by` null: the queue's maximum
+    waiting time)."""
+
+    type = "chat.transferred"
+
+    chat_id: str
+    from_agent_id: str | None
+    from_queue_id: str
+    to_agent_id: str | None = Field(description="The new owner; null when moved to a queue.")
+    to_queue_id: str
+    by: str | None = Field(description="Agent id, or null when routing moved it.")
+    transferred_at: datetime
+
+
+class ChatCompletionDue(Event):
+    """Routing decided a chat is over without its owner (the customer went quiet for the
+    queue's inactivity limit, or it waited past the queue's maximum waiting time); chat
+    completes it and publishes `chat.completed`."""
+
+    type = "chat.completion_due"
+
+    chat_id: str
+    reason: CompletionReason
+    due_at: datetime
 
 
 class ChatCompleted(Event):
@@ -377,10 +452,13 @@ class IdentityUnreachable(Event):
 
 
 class AgentStatusChanged(Event):
-    """An agent's status changed (by the agent, or by login and logout)."""
+    """An agent's status changed: by the agent, by login or logout, or because every console
+    of theirs was gone longer than the disconnect grace period (`disconnected`; the status
+    comes back when a console does, `reconnected`)."""
 
     type = "agent.status_changed"
 
     agent_id: str
     status: AgentStatus
     previous: AgentStatus
+    reason: StatusReason = "agent"

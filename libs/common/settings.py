@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(default=25.0, gt=0)
 
     token_ttl_hours: int = 12
+    # Routing: how often each replica's clock looks for due timers, and how long every console
+    # of an agent may be gone before it counts as a logout (gateways report open consoles
+    # three times per period).
+    routing_tick_s: float = Field(default=1.0, gt=0)
+    presence_grace_s: float = Field(default=60.0, ge=1)
     telegram_api_base: str = "https://api.telegram.org"
     # Where the platforms reach ingest's webhooks (`https://chat.example.com`). Set: Telegram
     # channels register `{public_base_url}/webhooks/telegram/{id}`. Unset: ingest long-polls.

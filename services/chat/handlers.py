@@ -8,7 +8,10 @@ from libs.common.envelope import Envelope
 from libs.common.events import (
     AttachmentFetched,
     ChatAccepted,
+    ChatCompletionDue,
     ChatOffered,
+    ChatReplyOverdue,
+    ChatTransferred,
     ContactMerged,
     ContactUpdated,
     DeliveryUpdated,
@@ -36,6 +39,21 @@ async def record_offer(session: AsyncSession, batch: list[tuple[ChatOffered, Env
 @consumers.on(ChatAccepted)
 async def record_acceptance(session: AsyncSession, event: ChatAccepted, _: Envelope) -> None:
     await service.record_acceptance(session, event)
+
+
+@consumers.on(ChatTransferred)
+async def record_transfer(session: AsyncSession, event: ChatTransferred, _: Envelope) -> None:
+    await service.record_transfer(session, event)
+
+
+@consumers.on(ChatReplyOverdue)
+async def record_overdue(session: AsyncSession, event: ChatReplyOverdue, _: Envelope) -> None:
+    await service.record_overdue(session, event)
+
+
+@consumers.on(ChatCompletionDue)
+async def complete_due(session: AsyncSession, event: ChatCompletionDue, _: Envelope) -> None:
+    await service.complete_due(session, event)
 
 
 @consumers.on(DeliveryUpdated)

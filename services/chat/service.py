@@ -17,12 +17,15 @@ from libs.common.events import (
     AttachmentFetched,
     ChatAccepted,
     ChatCompleted,
+    ChatCompletionDue,
     ChatMessageReceived,
     ChatMessageStatusChanged,
     ChatMessageUpdated,
     ChatOffered,
     ChatOpened,
+    ChatReplyOverdue,
     ChatReplyPosted,
+    ChatTransferred,
     ContactMerged,
     ContactUpdated,
     DeliveryUpdated,
@@ -368,6 +371,37 @@ async def record_acceptance(session: AsyncSession, accepted: ChatAccepted) -> No
         .where(CHATS.c.id == accepted.chat_id, CHATS.c.status != "completed")
         .values(status="active", agent_id=accepted.agent_id, accepted_at=accepted.accepted_at)
     )
+
+
+async def record_transfer(session: AsyncSession, moved: ChatTransferred) -> None:
+    """Mirror routing's transfers: the chat's queue, and its new owner if it has one."""
+    await session.execute(
+        update(CHATS)
+        .where(CHATS.c.id == moved.chat_id, CHATS.c.status != "completed")
+        .values(
+            queue_id=moved.to_queue_id,
+            agent_id=moved.to_agent_id,
+            status="active" if moved.to_agent_id else "new",
+            accepted_at=moved.transferred_at if moved.to_agent_id else None,
+        )
+    )
+
+
+async def record_overdue(session: AsyncSession, overdue: ChatReplyOverdue) -> None:
+    """A chat taken from an owner who did not answer in time is new again."""
+    if overdue.reoffered:
+        await session.execute(
+            update(CHATS)
+            .where(CHATS.c.id == overdue.chat_id, CHATS.c.status != "completed")
+            .values(status="new", agent_id=None, accepted_at=None)
+        )
+
+
+async def complete_due(session: AsyncSession, due: ChatCompletionDue) -> None:
+    """Routing's word that the chat is over (the customer went quiet, or nobody took it)."""
+    chat = await session.get(Chat, due.chat_id, with_for_update=True)
+    if chat is not None:
+        await complete(session, chat, None)
 
 
 async def post_reply(

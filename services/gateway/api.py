@@ -5,12 +5,12 @@ defined inside `build_router` as objects, not strings.
 """
 
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 
 from libs.common.blobs import BlobStore
@@ -37,16 +37,70 @@ bearer = HTTPBearer(auto_error=False)
 
 ACTIONS = [
     ChatAction(code="complete", title="Complete chat"),
+    ChatAction(code="transfer", title="Transfer chat"),
     ChatAction(code="create_case", title="Create case"),
 ]
 
+RoutingRule = Literal["least_busy", "round_robin", "everyone"]
 
-class QueueIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    agent_ids: list[str] = Field(default_factory=list)
-    accept_timeout_s: int = 60
-    reply_timeout_s: int = 300
-    capacity: int = 5
+
+class QueuePatch(BaseModel):
+    """A queue's options, each optional in a `PATCH`. Routing checks them as a whole and
+    answers 422 with what is wrong."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    agent_ids: list[str] | None = Field(default=None, description="The queue's members.")
+    routing_rule: RoutingRule | None = Field(
+        default=None,
+        description="least_busy (default): the agent with the fewest open chats, then the "
+        "longest since they last accepted one; round_robin: members in turn; everyone: offered "
+        "to every available member at once, the first to accept wins (such offers do not "
+        "expire).",
+    )
+    capacity: int | None = Field(default=None, description="Max open chats per agent (5).")
+    accept_timeout_s: int | None = Field(
+        default=None, description="An offer not accepted within it goes to the next agent (60)."
+    )
+    reply_timeout_s: int | None = Field(
+        default=None,
+        description="A customer waiting longer for an answer raises chat.reply_overdue (300).",
+    )
+    reoffer_overdue: bool | None = Field(
+        default=None, description="Take an overdue chat from its owner and offer it again."
+    )
+    auto_complete_after_s: int | None = Field(
+        default=None, description="Complete a chat whose customer is silent this long."
+    )
+    max_wait_s: int | None = Field(
+        default=None, description="Longest a chat may wait to be accepted; then on_max_wait."
+    )
+    on_max_wait: Literal["complete", "move"] | None = Field(
+        default=None, description="complete the chat, or move it to overflow_queue_id."
+    )
+    overflow_queue_id: str | None = None
+
+
+class QueueIn(QueuePatch):
+    name: str
+    agent_ids: list[str] = Field(default_factory=list, description="The queue's members.")
+
+
+class TransferIn(BaseModel):
+    """Give either `agent_id` (the agent owns the chat at once) or `queue_id` (the chat waits
+    there for an offer, and does not go straight back to its owner)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str | None = None
+    queue_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.agent_id is None) == (self.queue_id is None):
+            raise ValueError("give either agent_id or queue_id")
+        return self
 
 
 class TelegramChannelIn(BaseModel):
@@ -161,19 +215,28 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
         if assignment is not None and chat["status"] != "completed":
             chat = {
                 **chat,
+                "queue_id": assignment["queue_id"],
                 "agent_id": assignment["agent_id"],
                 "status": "active" if assignment["state"] == "assigned" else "new",
                 "accepted_at": assignment["accepted_at"],
+                "offered_at": assignment["offered_at"],
+                "offer_expires_at": assignment["offer_expires_at"],
+                "awaiting_reply_since": assignment["awaiting_reply_since"],
+                "reply_due_at": assignment["reply_due_at"],
             }
         return ChatView.model_validate(chat)
 
     async def accessible_chat(
         agent: Agent, chat_id: str
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The chat and its assignment, if this agent may see it (404 otherwise: no leaks)."""
-        assignment = await peers.find("routing", f"/internal/assignments/{chat_id}")
+        """The chat and its assignment, if this agent may see it: a chat they own (or owned),
+        or one offered to them; supervisors see every chat. 404 otherwise: no leaks."""
+        assignment = await peers.find(
+            "routing", f"/internal/assignments/{chat_id}", params={"agent_id": agent.id}
+        )
         if agent.role != "supervisor" and (
-            assignment is None or assignment["agent_id"] != agent.id
+            assignment is None
+            or (assignment["agent_id"] != agent.id and agent.id not in assignment["offered_to"])
         ):
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown chat")
         chat = await peers.get("chat", f"/internal/chats/{chat_id}")
@@ -345,15 +408,51 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
     async def complete_chat(agent: CurrentAgent, chat_id: str) -> ChatView:
         return await complete(agent, chat_id)
 
+    async def transfer(agent: Agent, chat_id: str, body: TransferIn) -> ChatView:
+        if agent.role != "supervisor":
+            await owned_chat(agent, chat_id)
+        else:
+            await accessible_chat(agent, chat_id)
+        if body.agent_id is not None:
+            async with db.sessions() as session:
+                if await session.get(Agent, body.agent_id) is None:
+                    raise HTTPException(
+                        status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown agent id {body.agent_id!r}"
+                    )
+        assignment = await peers.post(
+            "routing",
+            f"/internal/assignments/{chat_id}/transfer",
+            {"by": agent.id, **body.model_dump()},
+        )
+        return chat_view(await peers.get("chat", f"/internal/chats/{chat_id}"), assignment)
+
+    @router.post("/chats/{chat_id}/transfer", tags=["chats"])
+    async def transfer_chat(agent: CurrentAgent, chat_id: str, body: TransferIn) -> ChatView:
+        """Move a chat to another agent or queue: its owner or a supervisor may."""
+        return await transfer(agent, chat_id, body)
+
     @router.get("/chats/{chat_id}/actions", tags=["chats"])
     async def list_actions(agent: CurrentAgent, chat_id: str) -> list[ChatAction]:
         await accessible_chat(agent, chat_id)
         return ACTIONS
 
     @router.post("/chats/{chat_id}/actions/{code}", tags=["chats"])
-    async def run_action(agent: CurrentAgent, chat_id: str, code: str) -> dict[str, Any]:
+    async def run_action(
+        agent: CurrentAgent,
+        chat_id: str,
+        code: str,
+        body: Annotated[dict[str, Any] | None, Body()] = None,
+    ) -> dict[str, Any]:
+        """Run one of the chat's actions; `transfer` takes the body of `/transfer`."""
         if code == "complete":
             return (await complete(agent, chat_id)).model_dump(mode="json")
+        if code == "transfer":
+            try:
+                target = TransferIn.model_validate(body or {})
+            except ValidationError as exc:
+                errors = exc.errors(include_url=False, include_context=False, include_input=False)
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from exc
+            return (await transfer(agent, chat_id, target)).model_dump(mode="json")
         if code == "create_case":
             chat, assignment = await accessible_chat(agent, chat_id)
             messages = await peers.get("chat", f"/internal/chats/{chat_id}/messages")
@@ -379,7 +478,40 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
         case: dict[str, Any] = await peers.get("cases", f"/internal/cases/{case_id}")
         return case
 
+    # --- who and where chats can go (transfer targets) ------------------------------------
+
+    async def agents_with_status(order: Any) -> list[MeOut]:
+        statuses = {a["id"]: a["status"] for a in await peers.get("routing", "/internal/agents")}
+        async with db.sessions() as session:
+            agents = await session.scalars(select(Agent).order_by(order))
+            return [
+                MeOut(**agent_out(a).model_dump(), status=statuses.get(a.id, "inactive"))
+                for a in agents
+            ]
+
+    @router.get("/agents", tags=["agent"])
+    async def directory(_: CurrentAgent) -> list[MeOut]:
+        """Every agent, with their status: whom a chat can be transferred to."""
+        return await agents_with_status(Agent.display_name)
+
+    @router.get("/queues", tags=["agent"])
+    async def queue_directory(_: CurrentAgent) -> list[dict[str, str]]:
+        """Every queue's id and name: where a chat can be transferred to."""
+        queues = await peers.get("routing", "/internal/queues")
+        return [{"id": q["id"], "name": q["name"]} for q in queues]
+
     # --- admin ------------------------------------------------------------------------------
+
+    async def known_agents(agent_ids: list[str] | None) -> None:
+        if not agent_ids:
+            return
+        async with db.sessions() as session:
+            known = set(await session.scalars(select(Agent.id).where(Agent.id.in_(agent_ids))))
+        unknown = sorted(set(agent_ids) - known)
+        if unknown:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown agent ids: {unknown}"
+            )
 
     @router.post("/admin/agents", tags=["admin"], status_code=status.HTTP_201_CREATED)
     async def create_agent(_: Supervisor, body: AgentIn) -> AgentOut:
@@ -392,11 +524,8 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
         return agent_out(agent)
 
     @router.get("/admin/agents", tags=["admin"])
-    async def list_agents(_: Supervisor) -> list[AgentOut]:
-        async with db.sessions() as session:
-            return [
-                agent_out(a) for a in await session.scalars(select(Agent).order_by(Agent.username))
-            ]
+    async def list_agents(_: Supervisor) -> list[MeOut]:
+        return await agents_with_status(Agent.username)
 
     @router.patch("/admin/agents/{agent_id}", tags=["admin"])
     async def update_agent(me: Supervisor, agent_id: str, body: AgentPatch) -> AgentOut:
@@ -415,14 +544,23 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
 
     @router.post("/admin/queues", tags=["admin"], status_code=status.HTTP_201_CREATED)
     async def create_queue(_: Supervisor, body: QueueIn) -> dict[str, Any]:
-        async with db.sessions() as session:
-            known = set(await session.scalars(select(Agent.id).where(Agent.id.in_(body.agent_ids))))
-        unknown = sorted(set(body.agent_ids) - known)
-        if unknown:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown agent ids: {unknown}"
-            )
-        queue: dict[str, Any] = await peers.post("routing", "/internal/queues", body.model_dump())
+        await known_agents(body.agent_ids)
+        queue: dict[str, Any] = await peers.post(
+            "routing", "/internal/queues", body.model_dump(exclude_none=True)
+        )
+        return queue
+
+    @router.patch("/admin/queues/{queue_id}", tags=["admin"])
+    async def update_queue(_: Supervisor, queue_id: str, body: QueuePatch) -> dict[str, Any]:
+        """Change any of a queue's options or its members; send `null` to lift a limit
+        (`auto_complete_after_s`, `max_wait_s` with `on_max_wait`)."""
+        await known_agents(body.agent_ids)
+        queue: dict[str, Any] = await peers.call(
+            "routing",
+            "PATCH",
+            f"/internal/queues/{quote(queue_id, safe='')}",
+            json=body.model_dump(exclude_unset=True),
+        )
         return queue
 
     @router.get("/admin/queues", tags=["admin"])

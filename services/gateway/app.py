@@ -9,6 +9,7 @@ from libs.common.service import Runtime, Service, new_app, new_database
 from services.gateway import api, auth, push, web, ws
 from services.gateway.models import Base
 from services.gateway.peers import Peers
+from services.gateway.presence import Presence
 
 NAME = "gateway"
 
@@ -19,13 +20,21 @@ def build(runtime: Runtime) -> Service:
     consumers = Consumers(NAME)
     push.register(consumers, hub)
     app = new_app(NAME, runtime, db.ping, api_prefix="/api")
-    app.include_router(api.build_router(db, Peers(runtime), runtime.settings, runtime.blobs))
-    app.include_router(ws.build_router(db, hub))
+    peers = Peers(runtime)
+    presence = Presence(peers, hub, runtime.settings.presence_grace_s)
+    app.include_router(api.build_router(db, peers, runtime.settings, runtime.blobs))
+    app.include_router(ws.build_router(db, hub, presence))
     app.mount("/", web.console_files(), name="console")  # last: the API's routes come first
 
     async def create_first_admin() -> None:
         await auth.ensure_admin(db, runtime.settings)
 
     return Service(
-        NAME, runtime, db, consumers, app, on_start=[runtime.blobs.prepare, create_first_admin]
+        NAME,
+        runtime,
+        db,
+        consumers,
+        app,
+        on_start=[runtime.blobs.prepare, create_first_admin, presence.start],
+        on_stop=[presence.stop],
     )

@@ -72,16 +72,17 @@ class AgentEvent(Base):
 
 
 class ChatHolder(Base):
-    """Who holds each open chat (offered to, or owner), from routing's events.
+    """Who holds each open chat (the agents it is offered to, or its owner), from routing's
+    events.
 
-    Fan-out only: it lets a customer message that chat published before it heard of the offer
-    still reach the agent's console. Routing remains the authority.
+    Fan-out only: chat's events reach whoever holds the chat now, including a customer message
+    chat published before it heard of the offer. Routing remains the authority.
     """
 
     __tablename__ = "chat_holders"
 
     chat_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    agent_id: Mapped[str] = mapped_column(String(36))
+    agent_id: Mapped[str] = mapped_column(String(36), primary_key=True)
 
 
 class LoginIn(BaseModel):
@@ -151,6 +152,16 @@ class ChatView(BaseModel):
     completed_at: datetime | None
     last_message_at: datetime
     last_message_preview: str
+    offered_at: datetime | None = None
+    offer_expires_at: datetime | None = Field(
+        default=None, description="When the asking agent's offer lapses unless accepted."
+    )
+    awaiting_reply_since: datetime | None = Field(
+        default=None, description="The customer's first message still waiting for an answer."
+    )
+    reply_due_at: datetime | None = Field(
+        default=None, description="When the owner's answer is due (the reply time limit)."
+    )
 
 
 class ChannelSummary(BaseModel):

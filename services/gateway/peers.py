@@ -53,10 +53,10 @@ class Peers:
     async def put(self, service: str, path: str, body: Any) -> Any:
         return await self.call(service, "PUT", path, json=body)
 
-    async def find(self, service: str, path: str) -> Any | None:
+    async def find(self, service: str, path: str, **kwargs: Any) -> Any | None:
         """GET that answers None for a 404."""
         try:
-            return await self.get(service, path)
+            return await self.get(service, path, **kwargs)
         except HTTPException as exc:
             if exc.status_code == status.HTTP_404_NOT_FOUND:
                 return None

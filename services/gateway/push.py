@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import after_commit, insert_ignore, upsertable
+from libs.common.db import after_commit, insert_ignore
 from libs.common.envelope import Envelope, Event
 from libs.common.events import (
     AgentStatusChanged,
@@ -35,7 +35,11 @@ from libs.common.events import (
     ChatMessageStatusChanged,
     ChatMessageUpdated,
     ChatOffered,
+    ChatOfferExpired,
+    ChatOfferWithdrawn,
+    ChatReplyOverdue,
     ChatReplyPosted,
+    ChatTransferred,
     DuplicatesFound,
 )
 from libs.common.handlers import Consumers
@@ -43,7 +47,11 @@ from services.gateway.models import AgentEvent, ChatHolder
 
 FOR_AGENTS: tuple[type[Event], ...] = (
     ChatOffered,
+    ChatOfferExpired,
+    ChatOfferWithdrawn,
     ChatAccepted,
+    ChatReplyOverdue,
+    ChatTransferred,
     ChatMessageReceived,
     ChatMessageEdited,
     ChatReplyPosted,
@@ -53,8 +61,6 @@ FOR_AGENTS: tuple[type[Event], ...] = (
     AgentStatusChanged,
     DuplicatesFound,
 )
-# Published by chat before it may have heard of the chat's offer: the holder table knows.
-BEFORE_OFFER = (ChatMessageReceived, ChatMessageUpdated)
 
 
 HOLDERS = cast(Table, ChatHolder.__table__)
@@ -111,34 +117,69 @@ class Hub:
         if not self._listeners[agent_id]:
             del self._listeners[agent_id]
 
+    def agents(self) -> list[str]:
+        """The agents with a connection open here."""
+        return list(self._listeners)
+
     def hand(self, frames: list[tuple[str, Frame]]) -> None:
         for agent_id, frame in frames:
             for listener in self._listeners.get(agent_id, ()):
                 listener.hand(frame)
 
 
-async def _holders(session: AsyncSession, chat_ids: set[str]) -> dict[str, str]:
-    if not chat_ids:
-        return {}
-    rows = await session.execute(
-        select(HOLDERS.c.chat_id, HOLDERS.c.agent_id).where(HOLDERS.c.chat_id.in_(chat_ids))
-    )
-    return {row.chat_id: row.agent_id for row in rows}
-
-
-async def _save_holders(session: AsyncSession, changed: dict[str, str | None]) -> None:
-    held = [{"chat_id": c, "agent_id": a} for c, a in changed.items() if a is not None]
-    if held:
-        upsert = upsertable(session, HOLDERS)
-        await session.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["chat_id"], set_={"agent_id": upsert.excluded.agent_id}
-            ),
-            held,
+async def _holders(session: AsyncSession, chat_ids: set[str]) -> dict[str, set[str]]:
+    held: dict[str, set[str]] = defaultdict(set)
+    if chat_ids:
+        rows = await session.execute(
+            select(HOLDERS.c.chat_id, HOLDERS.c.agent_id).where(HOLDERS.c.chat_id.in_(chat_ids))
         )
-    released = [c for c, a in changed.items() if a is None]
-    if released:
-        await session.execute(delete(HOLDERS).where(HOLDERS.c.chat_id.in_(released)))
+        for chat_id, agent_id in rows:
+            held[chat_id].add(agent_id)
+    return held
+
+
+async def _save_holders(
+    session: AsyncSession, holders: dict[str, set[str]], changed: set[str]
+) -> None:
+    if not changed:
+        return
+    await session.execute(delete(HOLDERS).where(HOLDERS.c.chat_id.in_(changed)))
+    rows = [{"chat_id": c, "agent_id": a} for c in changed for a in holders[c]]
+    if rows:
+        await session.execute(insert_ignore(session, HOLDERS), rows)
+
+
+def _recipients(event: Event, holders: dict[str, set[str]], changed: set[str]) -> set[str]:
+    """Who must hear of the event; updates who holds its chat (offered to, or owner)."""
+    if isinstance(event, AgentStatusChanged):
+        return {event.agent_id}
+    # Every other event is a chat's.
+    chat_id: str = event.chat_id  # type: ignore[attr-defined]
+    match event:
+        case ChatOffered():
+            held, told = holders[chat_id] | {event.agent_id}, {event.agent_id}
+        case ChatOfferExpired() | ChatOfferWithdrawn():
+            held, told = holders[chat_id] - {event.agent_id}, {event.agent_id}
+        case ChatAccepted():
+            held, told = {event.agent_id}, {event.agent_id}
+        case ChatTransferred():
+            held = {event.to_agent_id} if event.to_agent_id else set()
+            told = {a for a in (event.from_agent_id, event.to_agent_id) if a}
+        case ChatReplyOverdue():
+            held = holders[chat_id] - ({event.agent_id} if event.reoffered else set())
+            told = {event.agent_id}
+        case ChatCompleted():
+            held = set()
+            told = holders[chat_id] | ({event.agent_id} if event.agent_id else set())
+        case _:
+            # Chat's events name the holder chat knew of, which may be behind routing's word
+            # (a transfer): the holders decide, unless gateway has not heard of any yet.
+            agent_id: str | None = event.agent_id  # type: ignore[attr-defined]
+            return set(holders[chat_id]) or ({agent_id} if agent_id else set())
+    if held != holders[chat_id]:
+        holders[chat_id] = held
+        changed.add(chat_id)
+    return told
 
 
 def register(consumers: Consumers, hub: Hub) -> None:
@@ -146,25 +187,20 @@ def register(consumers: Consumers, hub: Hub) -> None:
     async def push_to_agents(session: AsyncSession, batch: list[tuple[Event, Envelope]]) -> None:
         """Append each event to the log of every agent whose console must hear of it.
 
-        The holder table follows routing's offers, acceptances and completions, so that a
-        customer message chat published before it heard of the offer still reaches the agent.
+        The holder table follows routing's offers, acceptances, transfers and completions, so
+        that chat's events reach whoever holds the chat now, including a customer message chat
+        published before it heard of the offer.
         """
-        holders = await _holders(
-            session,
-            {e.chat_id for e, _ in batch if isinstance(e, BEFORE_OFFER) and e.agent_id is None},
-        )
-        changed: dict[str, str | None] = {}
+        chat_ids = {
+            e.chat_id  # type: ignore[attr-defined]
+            for e, _ in batch
+            if not isinstance(e, AgentStatusChanged)
+        }
+        holders = await _holders(session, chat_ids)
+        changed: set[str] = set()
         rows: list[dict[str, Any]] = []
         for event, envelope in batch:
-            if isinstance(event, ChatOffered | ChatAccepted):
-                holders[event.chat_id] = changed[event.chat_id] = event.agent_id
-            elif isinstance(event, ChatCompleted):
-                holders.pop(event.chat_id, None)
-                changed[event.chat_id] = None
-            agent_id = getattr(event, "agent_id", None)
-            if agent_id is None and isinstance(event, BEFORE_OFFER):
-                agent_id = holders.get(event.chat_id)
-            if agent_id is not None:
+            for agent_id in sorted(_recipients(event, holders, changed)):
                 rows.append(
                     {
                         "agent_id": agent_id,
@@ -174,7 +210,7 @@ def register(consumers: Consumers, hub: Hub) -> None:
                         "created_at": envelope.time,
                     }
                 )
-        await _save_holders(session, changed)
+        await _save_holders(session, holders, changed)
         if not rows:
             return
         await _lock_logs(session, {row["agent_id"] for row in rows})

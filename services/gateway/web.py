@@ -1,6 +1,6 @@
 """The agent console: static files (`console/`) served at `/`, next to the API.
 
-The console is native ES modules with no build step (decision 17 in docs/architecture.md). Any
+The console is native ES modules with no build step (decision 18 in docs/architecture.md). Any
 path that is not a file and has no extension is one of the console's own pages (`/chats/<id>`,
 `/admin/queues`), so it gets `index.html` and the console routes it in the browser. Paths under
 `/api/` never do: an unknown API path stays a JSON 404.

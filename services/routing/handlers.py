@@ -5,7 +5,13 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
-from libs.common.events import ChatCompleted, ChatOpened, ContactMerged
+from libs.common.events import (
+    ChatCompleted,
+    ChatMessageReceived,
+    ChatOpened,
+    ChatReplyPosted,
+    ContactMerged,
+)
 from libs.common.handlers import Consumers
 from services.routing import service
 
@@ -19,7 +25,19 @@ async def queue_chat(session: AsyncSession, batch: list[tuple[ChatOpened, Envelo
 
 @consumers.on(ChatCompleted)
 async def close_chat(session: AsyncSession, event: ChatCompleted, _: Envelope) -> None:
-    await service.close_chat(session, event.chat_id)
+    await service.close_chat(session, event)
+
+
+@consumers.on_batch(ChatMessageReceived)
+async def note_customer_message(
+    session: AsyncSession, batch: list[tuple[ChatMessageReceived, Envelope]]
+) -> None:
+    await service.note_customer_messages(session, [event for event, _ in batch])
+
+
+@consumers.on_batch(ChatReplyPosted)
+async def note_reply(session: AsyncSession, batch: list[tuple[ChatReplyPosted, Envelope]]) -> None:
+    await service.note_replies(session, [event for event, _ in batch])
 
 
 @consumers.on(ContactMerged)

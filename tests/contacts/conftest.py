@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
-import services.contacts
 from libs.common.db import Database
 from libs.common.envelope import Envelope, utcnow
 from libs.common.events import InboundMessage, Sender
 from services.contacts import service
 from services.contacts.details import ContactPatch
-from services.contacts.models import Base, Identity
-from tests.support.databases import migrated
+from services.contacts.models import Identity
+from tests.support.databases import database_fixture
 
 _users = itertools.count(1000)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    package = Path(services.contacts.__file__).parent
-    async with migrated(
-        request.param, postgres_url, tmp_path, "contacts", Base.metadata, package
-    ) as database:
-        yield database
+db = database_fixture("contacts")
 
 
 def inbound(name: str, user: str, channel: str = "channel-1") -> InboundMessage:

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from libs.common.db import Database
-from services.ingest import service
-from services.ingest.models import Base, Channel
-from tests.support.databases import migrated
+from services.ingest.models import Channel
+from tests.support.databases import database_fixture
 
-INGEST = Path(service.__file__).parent
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def db(
-    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
-) -> AsyncIterator[Database]:
-    async with migrated(
-        request.param, postgres_url, tmp_path, "ingest", Base.metadata, INGEST
-    ) as d:
-        yield d
+db = database_fixture("ingest")
 
 
 @pytest.fixture

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import MetaData, text
 
 from libs.common.db import Database
@@ -30,3 +33,21 @@ async def migrated(
         yield db
     finally:
         await db.dispose()
+
+
+def database_fixture(service: str) -> Any:
+    """A `db` fixture: the service's tables, migrated, on PostgreSQL and on SQLite (each test
+    that uses it runs on both)."""
+
+    @pytest.fixture(params=["postgresql", "sqlite"])
+    async def db(
+        request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
+    ) -> AsyncIterator[Database]:
+        models = importlib.import_module(f"services.{service}.models")
+        package = Path(models.__file__).parent
+        async with migrated(
+            request.param, postgres_url, tmp_path, service, models.Base.metadata, package
+        ) as database:
+            yield database
+
+    return db
