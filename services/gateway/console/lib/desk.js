@@ -106,20 +106,24 @@ export class Desk {
     ]);
     const known = this.chats;
     this.chats = new Map();
-    for (const chat of [...fresh, ...active]) this.place(chat, known.get(chat.id));
+    for (const chat of fresh) this.place(chat, known.get(chat.id), { offered: true });
+    for (const chat of active) this.place(chat, known.get(chat.id));
     // Conversations on screen may have missed messages while the socket was down.
     await Promise.allSettled([...this.threads.keys()].map((id) => this.loadThread(id)));
     this.changed();
   }
 
-  // A chat as the API answers it, in the list its status says (or in none).
-  place(chat, before) {
+  // A chat as the API answers it, in the list its status says (or in none). An offer names no
+  // agent (under the "everyone" rule it is offered to several): `offered` says it is to me.
+  place(chat, before, { offered = false } = {}) {
     const merged = { ...before, ...chat };
     // Offer times come with the list once routing gives them; the event's are kept meanwhile.
     merged.offered_at = chat.offered_at || before?.offered_at;
     merged.offer_expires_at = chat.offer_expires_at || before?.offer_expires_at;
     if (this.opened.has(chat.id) || this.viewing === chat.id) this.opened.set(chat.id, merged);
-    const mine = chat.agent_id === this.me.id && chat.status !== 'completed';
+    const offeredToMe =
+      chat.status === 'new' && (offered || this.chats.get(chat.id)?.status === 'new');
+    const mine = chat.status !== 'completed' && (chat.agent_id === this.me.id || offeredToMe);
     if (mine) {
       this.chats.set(chat.id, merged);
     } else {
@@ -136,10 +140,12 @@ export class Desk {
     this.overdue.delete(id);
   }
 
-  async fetchChat(id, extra = {}) {
+  // `known`: what an event told of the chat, for what the API does not say (yet).
+  async fetchChat(id, { offered = false, ...known } = {}) {
     try {
       const chat = await api(`/chats/${id}`);
-      this.place({ ...chat, ...extra }, this.chat(id));
+      const told = Object.fromEntries(Object.entries(known).filter(([, v]) => v != null));
+      this.place(chat, { ...this.chat(id), ...told }, { offered });
     } catch (error) {
       if (error.status !== 404) throw error;
       this.chats.delete(id); // no longer ours to see
@@ -181,6 +187,7 @@ export class Desk {
       this.receive(data.chat_id, data.message, type === 'chat.message_received');
     } else if (type === 'chat.offered' && mine) {
       await this.fetchChat(data.chat_id, {
+        offered: true,
         offered_at: data.offered_at,
         offer_expires_at: data.expires_at,
       });
