@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -59,12 +60,16 @@ class AgentEvent(Base):
     """What the console of one agent is told, in order; `id` is what clients resume after."""
 
     __tablename__ = "agent_events"
-    __table_args__ = (UniqueConstraint("source_event_id", "agent_id"),)
+    # (agent, id): an agent's newest row and the rows after a cursor are index range reads.
+    __table_args__ = (
+        UniqueConstraint("source_event_id", "agent_id"),
+        Index("ix_agent_events_agent_id_id", "agent_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    agent_id: Mapped[str] = mapped_column(String(36), index=True)
+    agent_id: Mapped[str] = mapped_column(String(36))
     type: Mapped[str] = mapped_column(String(100))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     source_event_id: Mapped[str] = mapped_column(String(36))

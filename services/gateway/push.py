@@ -6,11 +6,14 @@ after its cursor. A commit hands its new rows to this process's connections at o
 query; a connection reads the log itself when it resumes, falls behind, or every second, to
 catch rows written by other replicas.
 
-A connection's cursor only moves forward, so an agent's rows must commit in the order of their
-ids: with several replicas appending at once, a row that took a lower id but committed later
-would be behind a cursor that had moved past it, and never sent. Each transaction therefore
-holds a lock per agent (PostgreSQL advisory locks, taken in one order) from before it takes
-ids until it commits.
+A connection's cursor only moves forward, so nothing may land behind it:
+- An agent's rows commit in the order of their ids. With several replicas appending at once, a
+  row that took a lower id but committed later would be behind a cursor that had moved past it.
+  Each transaction therefore holds a lock per agent (PostgreSQL advisory locks, taken in one
+  order) from before it takes ids until it commits.
+- A handed frame says which row of the agent's it `follows`. A connection sends it as it is
+  only if that row is where its cursor stands; otherwise another replica wrote in between, and
+  the connection reads the log from its cursor (complete, by the rule above) instead.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Frame:
     id: int
     type: str
     data: dict[str, Any]
+    follows: int | None = None  # handed by a commit: the agent's row before this one (0: none)
 
 
 class Listener:
@@ -213,7 +217,14 @@ def register(consumers: Consumers, hub: Hub) -> None:
         await _save_holders(session, holders, changed)
         if not rows:
             return
-        await _lock_logs(session, {row["agent_id"] for row in rows})
+        agent_ids = {row["agent_id"] for row in rows}
+        await _lock_logs(session, agent_ids)
+        latest = await session.execute(
+            select(EVENTS.c.agent_id, func.max(EVENTS.c.id))
+            .where(EVENTS.c.agent_id.in_(agent_ids))
+            .group_by(EVENTS.c.agent_id)
+        )
+        newest: dict[str, int] = {agent_id: id for agent_id, id in latest}
         inserted = await session.execute(
             insert_ignore(session, EVENTS).returning(
                 EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
@@ -221,13 +232,11 @@ def register(consumers: Consumers, hub: Hub) -> None:
             rows,
         )
         by_source = {(r["source_event_id"], r["agent_id"]): r for r in rows}
-        frames = [
-            (
-                agent_id,
-                Frame(id, by_source[source, agent_id]["type"], by_source[source, agent_id]["data"]),
-            )
-            for id, source, agent_id in sorted(inserted)
-        ]
+        frames = []
+        for id, source, agent_id in sorted(inserted):
+            row = by_source[source, agent_id]
+            frames.append((agent_id, Frame(id, row["type"], row["data"], newest.get(agent_id, 0))))
+            newest[agent_id] = id
         after_commit(session, functools.partial(hub.hand, frames))
 
 
@@ -243,6 +252,18 @@ async def _lock_logs(session: AsyncSession, agent_ids: set[str]) -> None:
         await session.execute(
             select(func.pg_advisory_xact_lock(LOG_LOCKS, func.hashtext(agent_id)))
         )
+
+
+def in_sequence(frames: list[Frame], cursor: int) -> bool:
+    """Whether handed frames follow on from `cursor` with nothing another replica wrote in
+    between (frames at or below it were sent already)."""
+    for frame in frames:
+        if frame.id <= cursor:
+            continue
+        if frame.follows != cursor:
+            return False
+        cursor = frame.id
+    return True
 
 
 async def latest_event_id(session: AsyncSession, agent_id: str) -> int:
