@@ -58,7 +58,7 @@ async def test_an_offer_lapses_and_a_chat_is_transferred(
     await tab.page.get_by_role("button", name="Chat actions").click()
     await tab.page.get_by_role("menuitem", name="Transfer chat").click()
     dialog = tab.page.get_by_role("dialog", name="Transfer the chat with Olga Petrov")
-    await dialog.get_by_label("To").select_option(label="Boris")
+    await dialog.get_by_label("To").select_option(label=f"Boris ({boris_name}), inactive")
     await dialog.get_by_role("button", name="Transfer").click()
     await expect(tab.active_chats().filter(has_text="Olga Petrov")).to_have_count(0)
     await expect(other.active_chats().filter(has_text="Olga Petrov")).to_have_count(1)

@@ -45,7 +45,7 @@ export class Desk {
       onState: (state) => {
         this.connection = state;
         this.changed();
-        if (state === 'open') this.enqueue(() => this.reload());
+        if (state === 'open') this.enqueue(() => this.reload()).catch(() => {});
         if (state === 'refused') this.onRefused();
       },
       onFrame: (frame) => {
@@ -126,6 +126,8 @@ export class Desk {
     const mine = chat.status !== 'completed' && (chat.agent_id === this.me.id || offeredToMe);
     if (mine) {
       this.chats.set(chat.id, merged);
+      // Overdue before this load (the event came while the console was closed).
+      if (chat.reply_due_at && time(chat.reply_due_at) < Date.now()) this.overdue.add(chat.id);
     } else {
       this.chats.delete(chat.id);
       this.overdue.delete(chat.id);
@@ -271,15 +273,14 @@ export class Desk {
   }
 
   retry(id, localId, reply) {
-    const thread = this.threads.get(id) || [];
-    this.threads.set(
-      id,
-      thread.map((m) =>
-        m.id === localId ? { ...m, delivery_status: 'sending', delivery_error: null } : m,
-      ),
-    );
-    this.changed();
+    this.mark(id, localId, { delivery_status: 'sending', delivery_error: null });
     this.post(id, localId, reply);
+  }
+
+  mark(id, localId, changes) {
+    const thread = this.threads.get(id) || [];
+    this.threads.set(id, thread.map((m) => (m.id === localId ? { ...m, ...changes } : m)));
+    this.changed();
   }
 
   async post(id, localId, { text, file }) {
@@ -293,16 +294,7 @@ export class Desk {
         sent = await api(`/chats/${id}/messages`, { method: 'POST', json: { text } });
       }
     } catch (error) {
-      const thread = this.threads.get(id) || [];
-      this.threads.set(
-        id,
-        thread.map((m) =>
-          m.id === localId
-            ? { ...m, delivery_status: 'not_sent', delivery_error: error.message }
-            : m,
-        ),
-      );
-      this.changed();
+      this.mark(id, localId, { delivery_status: 'not_sent', delivery_error: error.message });
       return;
     }
     const thread = (this.threads.get(id) || []).filter((m) => m.id !== localId);

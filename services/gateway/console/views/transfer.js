@@ -36,8 +36,10 @@ export function TransferDialog({ chat, onClose }) {
       <select id="transfer-target" name="target" required>
         <option value="">Choose an agent or a queue</option>
         ${agents.length > 0 && html`<optgroup label="Agents">
-          ${agents.filter((a) => a.id !== chat.agent_id).map(
-            (a) => html`<option value=${`agent:${a.id}`}>${a.display_name}</option>`,
+          ${agents.filter((a) => a.id !== chat.agent_id && a.active !== false).map(
+            (a) => html`<option value=${`agent:${a.id}`}>
+              ${a.display_name} (${a.username})${a.status === 'active' ? '' : ', inactive'}
+            </option>`,
           )}</optgroup>`}
         ${queues.length > 0 && html`<optgroup label="Queues">
           ${queues.map((q) => html`<option value=${`queue:${q.id}`}>${q.name}</option>`)}
