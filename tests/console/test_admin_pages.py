@@ -57,8 +57,11 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
     )
     await expect(olga).to_contain_text("Olga")
     await olga.get_by_role("button", name=f"Deactivate olga-{suffix}").click()
-    await expect(olga.get_by_role("button", name=f"Activate olga-{suffix}")).to_be_visible()
-    await olga.get_by_role("button", name=f"Activate olga-{suffix}").click()
+    await expect(
+        olga.get_by_role("button", name=f"Activate olga-{suffix}", exact=True)
+    ).to_be_visible()
+    await olga.get_by_role("button", name=f"Activate olga-{suffix}", exact=True).click()
+    await expect(olga.get_by_role("button", name=f"Deactivate olga-{suffix}")).to_be_visible()
     await olga.get_by_role("button", name=f"Edit olga-{suffix}").click()
     edit = form(tab, f"Edit olga-{suffix}")
     await edit.get_by_label("Display name").fill("Olga S.")
@@ -122,6 +125,8 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
     await expect(row).to_be_visible()
     await row.get_by_role("button", name=f"Deactivate Invoices bot {suffix}").click()
     await expect(row.get_by_role("cell", name="No", exact=True)).to_be_visible()
-    await expect(row.get_by_role("button", name=f"Activate Invoices bot {suffix}")).to_be_visible()
+    await expect(
+        row.get_by_role("button", name=f"Activate Invoices bot {suffix}", exact=True)
+    ).to_be_visible()
     await tab.screenshot("admin-channels")
     await tab.close()

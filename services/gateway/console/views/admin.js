@@ -79,9 +79,18 @@ export function QueuesPage() {
   useEffect(() => {
     api('/admin/agents').then(setAgents, () => setAgents([]));
   }, []);
-  const widgets = { agent_ids: (field, value, id) => html`<${AgentPicker} field=${field}
-    value=${value} id=${id} agents=${agents} />` };
+  const widgets = {
+    agent_ids: (field, value, id) => html`<${AgentPicker} field=${field} value=${value} id=${id}
+      agents=${agents} />`,
+    overflow_queue_id: (field, value, id) => html`<select id=${id} name=${field.name}>
+      <option value="">—</option>
+      ${(queues.items || []).map(
+        (q) => html`<option value=${q.id} selected=${q.id === value}>${q.name}</option>`,
+      )}
+    </select>`,
+  };
   const names = new Map(agents.map((agent) => [agent.id, agent.display_name]));
+  const queueNames = new Map((queues.items || []).map((queue) => [queue.id, queue.name]));
   const columns = queues.items?.length
     ? Object.keys(queues.items[0]).filter((key) => !['id', 'name', 'agent_ids', 'created_at'].includes(key))
     : [];
@@ -97,7 +106,8 @@ export function QueuesPage() {
           (queue) => html`<tr key=${queue.id} class=${queue.active === false ? 'inactive' : ''}>
             <td>${queue.name}</td>
             <td>${(queue.agent_ids || []).map((id) => names.get(id) || id).join(', ')}</td>
-            ${columns.map((key) => html`<td>${show(queue[key])}</td>`)}
+            ${columns.map((key) => html`<td>${show(key === 'overflow_queue_id'
+              ? queueNames.get(queue[key]) : queue[key])}</td>`)}
             ${queues.patch && html`<td><${RowActions} item=${queue} label=${queue.name}
               path=${`/admin/queues/${queue.id}`} patch=${queues.patch} onEdit=${setEditing}
               onDone=${queues.reload} /></td>`}
@@ -282,7 +292,7 @@ function input(field, value, id, describedBy, widgets) {
   const common = { id, name: field.name, 'aria-describedby': describedBy, 'aria-invalid': describedBy ? 'true' : undefined };
   if (field.type === 'select') {
     return html`<select ...${common}>
-      ${!field.required && html`<option value="">—</option>`}
+      ${field.nullable && html`<option value="">—</option>`}
       ${field.choices.map((choice) => html`<option value=${choice}
         selected=${(value ?? field.default) === choice}>${labelOf(String(choice))}</option>`)}
     </select>`;
