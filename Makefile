@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: run test lint typecheck bench bench-duplicates events migration console-vendor screenshots clean
+.PHONY: run test lint typecheck bench bench-duplicates bench-routing events migration console-vendor \
+	screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,11 @@ bench: $(STAMP)
 ## The duplicate search among 100k and 1M contacts (PostgreSQL only): writes docs/benchmarks.md.
 bench-duplicates: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m bench.duplicates
+
+## Routing's offers per second with 200 agents and 10,000 waiting chats, and an agent's time to
+## a first offer (PostgreSQL only): writes docs/benchmarks.md.
+bench-routing: $(STAMP)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m bench.routing
 
 ## The event catalogue: JSON Schemas for subscribers, in docs/events/.
 events: $(STAMP)

@@ -1,9 +1,10 @@
 """Offers: handing waiting chats to available agents under the queue's rule, and taking
 offers back.
 
-Every change to a chat's routing happens with its queue's row locked (`lock_queues`), in one
-order (by id), so replicas never offer one chat twice, never give one agent's last free slot to
-two chats, and never deadlock. In embedded mode SQLite runs one write transaction at a time,
+Every change to a chat's routing happens with its queue's row locked (`lock_queues`), and the
+rows of the queues that share an agent with it, in one order (by id), so replicas never offer
+one chat twice, never give one agent's last free slot to two chats (even from two queues), and
+never deadlock. In embedded mode SQLite runs one write transaction at a time,
 which gives the same guarantee.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, select, update
+from sqlalchemy import Row, Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.events import ChatOffered, ChatOfferWithdrawn, WithdrawReason
@@ -33,16 +34,31 @@ NEVER = datetime.min.replace(tzinfo=UTC)  # an agent who never accepted a chat c
 SLACK = 100
 
 
-async def lock_queues(session: AsyncSession, queue_ids: Iterable[str]) -> dict[str, Row[Any]]:
-    """Lock these queues' rows, in id order (so no two transactions wait on each other), and
-    return them by id. Call before reading or changing anything routing decides in them."""
-    ids = sorted(set(queue_ids))
+async def lock_queues(
+    session: AsyncSession, queue_ids: Iterable[str], *, members: Iterable[str] = ()
+) -> dict[str, Row[Any]]:
+    """Lock these queues' rows, and those of every queue that shares an agent with them (or
+    holds one of `members`), in id order (so no two transactions wait on each other), and
+    return these queues by id. Call before reading or changing anything routing decides in
+    them.
+
+    An agent's load counts the offers and chats of all their queues, and offering in a queue
+    reads the loads of its members: the queues that could change them meanwhile are locked too.
+    """
+    ids = set(queue_ids)
     if not ids:
         return {}
-    rows = await session.execute(
-        select(QUEUES).where(QUEUES.c.id.in_(ids)).order_by(QUEUES.c.id).with_for_update()
+    agents = select(MEMBERS.c.agent_id).where(MEMBERS.c.queue_id.in_(ids))
+    shared = select(MEMBERS.c.queue_id).where(
+        or_(MEMBERS.c.agent_id.in_(agents), MEMBERS.c.agent_id.in_(list(members)))
     )
-    return {row.id: row for row in rows}
+    rows = await session.execute(
+        select(QUEUES)
+        .where(or_(QUEUES.c.id.in_(ids), QUEUES.c.id.in_(shared)))
+        .order_by(QUEUES.c.id)
+        .with_for_update(of=QUEUES)
+    )
+    return {row.id: row for row in rows if row.id in ids}
 
 
 @dataclass(slots=True)
@@ -98,13 +114,21 @@ async def offer_waiting(
     return made
 
 
-async def _waiting(session: AsyncSession, queue_id: str, states: Sequence[str], limit: int) -> Any:
-    return await session.execute(
-        select(ASSIGNMENTS.c.chat_id, ASSIGNMENTS.c.contact_id, ASSIGNMENTS.c.passed_over_agent_id)
-        .where(ASSIGNMENTS.c.queue_id == queue_id, ASSIGNMENTS.c.state.in_(states))
+async def _waiting(session: AsyncSession, queue_id: str, state: str, limit: int) -> list[Any]:
+    """The queue's oldest chats in this state: one ordered range of `assignments_queue_state`
+    (over two states at once PostgreSQL would read and sort the whole backlog)."""
+    rows = await session.execute(
+        select(
+            ASSIGNMENTS.c.chat_id,
+            ASSIGNMENTS.c.contact_id,
+            ASSIGNMENTS.c.passed_over_agent_id,
+            ASSIGNMENTS.c.queued_at,
+        )
+        .where(ASSIGNMENTS.c.queue_id == queue_id, ASSIGNMENTS.c.state == state)
         .order_by(ASSIGNMENTS.c.queued_at, ASSIGNMENTS.c.chat_id)
         .limit(limit)
     )
+    return list(rows)
 
 
 def _offer(queue: Row[Any], chat_id: str, contact_id: str, agent_id: str, now: datetime) -> Any:
@@ -127,13 +151,13 @@ async def _to_one(
     """Least busy or round robin: each waiting chat to one agent, never to the one it just
     passed over."""
     slots = sum(queue.capacity - f.load for f in free)
-    waiting = await _waiting(session, queue.id, ("queued",), slots + SLACK)
+    waiting = await _waiting(session, queue.id, "queued", slots + SLACK)
     pick = _least_busy(free) if queue.routing_rule == "least_busy" else _round_robin(queue, free)
     offers = []
-    for chat_id, contact_id, passed_over in waiting:
-        agent_id = pick(passed_over, queue.capacity)
+    for chat in waiting:
+        agent_id = pick(chat.passed_over_agent_id, queue.capacity)
         if agent_id is not None:
-            offers.append(_offer(queue, chat_id, contact_id, agent_id, now))
+            offers.append(_offer(queue, chat.chat_id, chat.contact_id, agent_id, now))
         if len(offers) == slots:
             break
     return offers
@@ -185,7 +209,12 @@ async def _to_everyone(
     become available later are offered what still waits."""
     # Chats already offered to an agent count in their load, so 2 x capacity chats in order
     # always hold their n oldest new ones.
-    waiting = (await _waiting(session, queue.id, ("queued", "offered"), 2 * queue.capacity)).all()
+    limit = 2 * queue.capacity
+    both = [
+        *await _waiting(session, queue.id, "queued", limit),
+        *await _waiting(session, queue.id, "offered", limit),
+    ]
+    waiting = sorted(both, key=lambda chat: (chat.queued_at, chat.chat_id))[:limit]
     rows = await session.execute(
         select(OFFERS.c.chat_id, OFFERS.c.agent_id).where(
             OFFERS.c.chat_id.in_([w.chat_id for w in waiting])
@@ -195,11 +224,11 @@ async def _to_everyone(
     offers = []
     for f in free:
         room = queue.capacity - f.load
-        for chat_id, contact_id, _ in waiting:
+        for chat in waiting:
             if room == 0:
                 break
-            if (chat_id, f.agent_id) not in standing:
-                offers.append(_offer(queue, chat_id, contact_id, f.agent_id, now))
+            if (chat.chat_id, f.agent_id) not in standing:
+                offers.append(_offer(queue, chat.chat_id, chat.contact_id, f.agent_id, now))
                 room -= 1
     return offers
 

@@ -102,7 +102,8 @@ async def create_queue(session: AsyncSession, data: QueueIn) -> QueueOut:
 async def update_queue(session: AsyncSession, queue_id: str, patch: QueuePatch) -> QueueOut:
     """Change a queue's options or members; raises ValidationError (from the merged whole) or
     UnknownQueue. Chats waiting in it are offered again under the new terms."""
-    queues = await lock_queues(session, [queue_id])
+    # The new members' other queues too: their loads are read when the queue offers.
+    queues = await lock_queues(session, [queue_id], members=patch.agent_ids or ())
     if queue_id not in queues:
         raise UnknownQueue(queue_id)
     current = await queue_out(session, queue_id)
@@ -534,6 +535,14 @@ async def _queue_settings(
 # --- timers: clock.py finds what is due and calls these with the queues locked ---------
 
 
+def _acting_at(now: datetime) -> datetime:
+    """When a timer fires, once its queues are locked. The clock read `now` before waiting for
+    the locks (another replica's work, its own tick's earlier timers): acting at the present
+    keeps events' times in the order of the changes (a chat is never offered before its last
+    offer ended) and gives a new offer its whole accept time. A later `now` (a test's) stands."""
+    return max(now, utcnow())
+
+
 async def due_queues(session: AsyncSession, timer: str, now: datetime) -> list[str]:
     """Queues holding chats whose `timer` has run out (offers' expiry: `offer`)."""
     if timer == "offer":
@@ -565,6 +574,7 @@ async def _due(
 async def expire_offers(session: AsyncSession, queue_ids: Sequence[str], now: datetime) -> None:
     """Offers past the accept limit lapse; their chats go to someone else."""
     queues = await lock_queues(session, queue_ids)
+    now = _acting_at(now)
     expired = (
         await session.execute(
             OFFERS.delete()
@@ -601,6 +611,7 @@ async def end_waits(session: AsyncSession, queue_ids: Sequence[str], now: dateti
         )
     )
     queues = await lock_queues(session, [*queue_ids, *overflow])
+    now = _acting_at(now)
     for assignment in await _due(session, "wait_due_at", queues, now):
         queue = queues[assignment.queue_id]
         if queue.on_max_wait == "complete":
@@ -622,6 +633,7 @@ async def flag_overdue(session: AsyncSession, queue_ids: Sequence[str], now: dat
     """Owners who left a customer waiting past the reply limit: tell everyone, and offer the
     chat to someone else where the queue says so."""
     queues = await lock_queues(session, queue_ids)
+    now = _acting_at(now)
     for assignment in await _due(session, "reply_due_at", queues, now):
         queue = queues[assignment.queue_id]
         owner = assignment.agent_id
@@ -652,6 +664,7 @@ async def complete_idle(session: AsyncSession, queue_ids: Sequence[str], now: da
     """Chats whose customer has said nothing since the last answer for the queue's idle limit
     are due for completion (chat completes them)."""
     queues = await lock_queues(session, queue_ids)
+    now = _acting_at(now)
     for assignment in await _due(session, "complete_due_at", queues, now):
         due_at, assignment.complete_due_at = assignment.complete_due_at, None
         if assignment.awaiting_reply_since is None:

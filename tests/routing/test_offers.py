@@ -3,10 +3,12 @@ the moment an agent has room."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from libs.common.envelope import utcnow
-from libs.common.events import ChatCompleted
+from libs.common.envelope import new_id, utcnow
+from libs.common.events import ChatCompleted, ChatOpened
 from services.routing import service
 from services.routing.models import QueuePatch
 from tests.routing.conftest import Desk
@@ -144,3 +146,32 @@ async def test_leaving_a_queue_takes_back_its_offers(desk: Desk) -> None:
     async with desk.db.transaction() as session:
         await service.update_queue(session, queue, QueuePatch(agent_ids=["b"]))
     assert (await desk.offers())[chat] == {"b"}
+
+
+def opened(queue_id: str) -> ChatOpened:
+    return ChatOpened(
+        chat_id=new_id(),
+        contact_id=new_id(),
+        channel_id="channel-1",
+        queue_id=queue_id,
+        platform="telegram",
+        opened_at=utcnow(),
+    )
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # SQLite: one writer at a time
+async def test_an_agent_in_two_queues_is_never_offered_past_their_capacity(desk: Desk) -> None:
+    """An agent's load counts every queue's offers: a queue offering to them waits for the
+    other queues they are in."""
+    one = await desk.queue(["a"], capacity=1)
+    two = await desk.queue(["a", "b"], capacity=1)
+    await desk.status("a", "active")
+    await desk.status("b", "active")
+    # A chat reaches each queue at the same moment (two replicas).
+    async with desk.db.transaction() as first:
+        await service.queue_chats(first, [opened(one)])
+        second = asyncio.create_task(desk.open(two))
+        await asyncio.sleep(0.5)
+        assert not second.done()  # waiting for the first queue, which shares a
+    [chat] = await second
+    assert (await desk.offers())[chat] == {"b"}  # a's one slot went to the first queue's chat

@@ -3,11 +3,16 @@ are overdue, idle chats, chats that waited too long, and consoles that went away
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
 
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatMessageReceived, ChatReplyPosted, MessageView
 from services.routing import service
+from services.routing.models import Offer
+from services.routing.offers import lock_queues
 from tests.routing.conftest import Desk
 
 
@@ -196,3 +201,35 @@ async def test_an_agent_without_a_console_is_never_timed_out(desk: Desk) -> None
     await desk.events()
     await desk.tick(after_s=3600)
     assert await desk.events() == []
+
+
+async def test_a_clock_that_waited_for_the_queue_acts_at_the_time_it_got_it(desk: Desk) -> None:
+    """The clock reads what is due, then waits for the queue's lock (another replica holds it).
+    What it does is stamped after what the holder did: a chat is never offered before its
+    last offer ended, and a new offer's accept time starts when it is made."""
+    queue = await desk.queue(["a", "b"], capacity=1, accept_timeout_s=5)
+    await desk.status("a", "active")
+    [lapsing] = await desk.open(queue)
+    await desk.status("b", "active")
+    [other] = await desk.open(queue)
+    async with desk.db.transaction() as session:  # a's offer is due now
+        await session.execute(
+            update(Offer)
+            .where(Offer.chat_id == lapsing)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    await desk.events()
+    async with desk.db.transaction() as session:  # another replica's work on the queue
+        await lock_queues(session, [queue])
+        tick = asyncio.create_task(desk.clock.tick())
+        await asyncio.sleep(0.5)
+        await service.set_status(session, "b", "inactive")  # b's offer goes back to the queue
+    await tick
+
+    events = {e["type"]: e for e in await desk.events()}
+    withdrawn = datetime.fromisoformat(events["chat.offer_withdrawn"]["withdrawn_at"])
+    expired = datetime.fromisoformat(events["chat.offer_expired"]["expired_at"])
+    offered = events["chat.offered"]
+    assert (offered["chat_id"], offered["agent_id"]) == (other, "a")
+    assert expired >= withdrawn
+    assert datetime.fromisoformat(offered["offered_at"]) >= withdrawn

@@ -37,6 +37,8 @@ class Product:
     env: dict[str, str]
     data_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Units started by `add_replica`: unit name -> the service it runs.
+    replicas: dict[str, str] = field(default_factory=dict)
 
     @property
     def gateway(self) -> str:
@@ -48,42 +50,54 @@ class Product:
 
     @property
     def units(self) -> tuple[str, ...]:
-        return SERVICES if self.mode == "distributed" else ("all",)
+        return (*(SERVICES if self.mode == "distributed" else ("all",)), *self.replicas)
+
+    def url(self, unit: str) -> str:
+        return f"http://127.0.0.1:{self.ports[unit]}"
 
     def log(self) -> str:
         return "".join(
             (self.data_dir / f"{unit}.log").read_text(errors="replace") for unit in self.units
         )
 
-    def start(
-        self, unit: str, *, name: str | None = None, env: dict[str, str] | None = None
-    ) -> None:
-        """Start one unit: a service's process, or `all` in embedded mode."""
-        args = [] if unit == "all" else [unit]
-        name = name or unit
-        with (self.data_dir / f"{name}.log").open("ab") as log:
-            self.processes[name] = subprocess.Popen(
+    def start(self, unit: str) -> None:
+        """Start one unit: a service's process, a replica's, or `all` in embedded mode."""
+        service = self.replicas.get(unit, unit)
+        args = [] if service == "all" else [service]
+        env = self.env
+        if unit in self.replicas:  # its own HTTP port; the others still call the first replica
+            env = env | {f"{service.upper()}_PORT": str(self.ports[unit])}
+        with (self.data_dir / f"{unit}.log").open("ab") as log:
+            self.processes[unit] = subprocess.Popen(
                 [sys.executable, "-m", "services", *args],
                 cwd=ROOT,
-                env=self.env | (env or {}),
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
 
+    async def add_replica(self, service: str, unit: str) -> None:
+        """Start one more process of `service` (distributed mode), as `unit`, and wait until it
+        is ready. It shares the database and the vhost: it consumes the same queues as one
+        consumer group with the first, and runs the same background work (relays, clocks)."""
+        assert self.mode == "distributed" and service in SERVICES and unit not in self.ports
+        self.ports[unit] = free_port()
+        self.replicas[unit] = service
+        self.start(unit)
+        await self.wait_ready((unit,))
+
     @contextlib.asynccontextmanager
     async def replica(self, service: str) -> AsyncIterator[str]:
-        """Another process of a service (distributed mode), on its own port: its base URL."""
-        assert self.mode == "distributed"
-        name, port = f"{service}-replica", free_port()
-        self.start(service, name=name, env={f"{service.upper()}_PORT": str(port)})
-        url = f"http://127.0.0.1:{port}"
+        """`add_replica` for one test of a shared product, stopped after it: its base URL."""
+        unit = f"{service}-replica"
+        await self.add_replica(service, unit)
         try:
-            await self._wait_url(name, f"{url}/readyz", time.monotonic() + 120)
-            yield url
+            yield self.url(unit)
         finally:
-            process = self.processes.pop(name)
+            process = self.processes.pop(unit)
             process.send_signal(signal.SIGTERM)
             await asyncio.to_thread(process.wait, 30)
+            del self.ports[unit], self.replicas[unit]
 
     async def restart(self, unit: str) -> None:
         """Stop a unit cleanly (SIGTERM, as a deploy does), start it again, wait until ready."""
@@ -113,21 +127,19 @@ class Product:
         if names is None:
             names = SERVICES if self.mode == "distributed" else ("gateway", "ingest")
         deadline = time.monotonic() + timeout
-        for name in names:
-            await self._wait_url(name, f"http://127.0.0.1:{self.ports[name]}/readyz", deadline)
-
-    async def _wait_url(self, name: str, url: str, deadline: float) -> None:
         async with httpx.AsyncClient() as client:
-            while True:
-                exited = [u for u, p in self.processes.items() if p.poll() is not None]
-                if exited:
-                    raise RuntimeError(f"{exited} exited early:\n{self.log()[-5000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(url)).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} not ready:\n{self.log()[-5000:]}")
-                await asyncio.sleep(0.1)
+            for name in names:
+                url = f"http://127.0.0.1:{self.ports[name]}/readyz"
+                while True:
+                    exited = [u for u, p in self.processes.items() if p.poll() is not None]
+                    if exited:
+                        raise RuntimeError(f"{exited} exited early:\n{self.log()[-5000:]}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get(url)).status_code == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{name} not ready:\n{self.log()[-5000:]}")
+                    await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager
