@@ -79,6 +79,10 @@ async def run_in_process(settings: Settings, names: list[str]) -> None:
         await runtime.bus.start()
         for service in services:
             service.start_relay()
+        # What the start built (modules, apps, compiled statements, pydantic's validators) lives
+        # as long as the process: frozen, the collector's full passes stop walking it again.
+        gc.collect()
+        gc.freeze()
         servers = [
             _Server(
                 uvicorn.Config(

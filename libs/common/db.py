@@ -124,6 +124,9 @@ class Database:
             # SQLite has one writer per file; queueing writers here beats "database is locked".
             self._write_lock = asyncio.Lock()
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_outbox = insert(self.outbox).returning(
+            self.outbox.c.id, sort_by_parameter_order=True
+        )
 
     @property
     def is_postgres(self) -> bool:
@@ -148,9 +151,7 @@ class Database:
                 if outbox_rows := session.info["outbox_rows"]:
                     leased = utcnow() + OUTBOX_LEASE
                     ids = await session.scalars(
-                        insert(self.outbox).returning(
-                            self.outbox.c.id, sort_by_parameter_order=True
-                        ),
+                        self._write_outbox,
                         [{**row, "leased_until": leased} for row in outbox_rows],
                     )
                     written = list(zip(ids, (row["envelope"] for row in outbox_rows), strict=True))
@@ -197,9 +198,21 @@ def upsertable(session: AsyncSession, table: Table) -> Any:
     return dialect.insert(table)
 
 
-def insert_ignore(session: AsyncSession, table: Table) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect; check `rowcount` for a hit."""
-    stmt: Insert = upsertable(session, table).on_conflict_do_nothing()
+# Statements built once per dialect: SQLAlchemy computes a statement's cache key once per
+# object, so a statement built anew for every batch pays for that traversal every time.
+_IGNORING: dict[tuple[str, Table, tuple[Any, ...]], Insert] = {}
+
+
+def insert_ignore(session: AsyncSession, table: Table, *returning: Any) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect, RETURNING `returning` if any
+    (check `rowcount`, or the rows returned, for a hit). The same object every time."""
+    key = (session.get_bind().dialect.name, table, returning)
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        stmt = upsertable(session, table).on_conflict_do_nothing()
+        if returning:
+            stmt = stmt.returning(*returning)
+        _IGNORING[key] = stmt
     return stmt
 
 

@@ -119,7 +119,7 @@ class _Batches:
         events = [e.parse(EVENT_TYPES[e.type]) for e in batch]
         async with self.db.transaction() as session:
             recorded = await session.scalars(
-                insert_ignore(session, self.db.inbox).returning(self.db.inbox.c.event_id),
+                insert_ignore(session, self.db.inbox, self.db.inbox.c.event_id),
                 [{"event_id": e.id, "consumer": self.group, "processed_at": now} for e in batch],
             )
             new = set(recorded)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus
@@ -49,6 +49,8 @@ class OutboxRelay:
         self._published: list[int] = []
         self._published_since = 0.0
         self._next_poll = 0.0
+        outbox = db.outbox
+        self._delete = delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -92,9 +94,7 @@ class OutboxRelay:
             len(self._published) >= self.batch or now >= self._published_since + DELETE_AFTER_S
         ):
             async with self.db.transaction() as session:
-                await session.execute(
-                    delete(self.db.outbox).where(self.db.outbox.c.id.in_(self._published))
-                )
+                await session.execute(self._delete, {"ids": self._published})
             self._published = []
         return len(rows)
 

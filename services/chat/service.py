@@ -129,7 +129,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
     if opened:
         claimed = set(
             await session.scalars(
-                insert_ignore(session, CHATS).returning(CHATS.c.id),
+                insert_ignore(session, CHATS, CHATS.c.id),
                 [
                     {
                         "id": o.chat_id,

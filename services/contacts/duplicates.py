@@ -16,6 +16,7 @@ decision 16 in docs/architecture.md and `make bench-duplicates` for why and how 
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Integer, String, Table, bindparam, func, select, tuple_
+from sqlalchemy import Integer, String, Table, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,160 +79,297 @@ async def profiles(session: AsyncSession, ids: Sequence[str]) -> dict[str, Profi
     }
 
 
-async def by_name(session: AsyncSession, key: str) -> dict[str, Profile]:
-    """Contacts whose name shares enough words with `key`, each within one edit, as profiles
-    without phones or e-mails (one statement on PostgreSQL)."""
-    full = indexed_words(key)
-    if not full:
-        return {}  # initials only: nothing a name can be looked up by
-    spellings: dict[str, set[int]] = defaultdict(set)
-    for i, word in enumerate(full):
-        for spelling in near_spellings(word):
-            spellings[spelling].add(i)
-    one_word = len(key.split()) == 1
-    words_match = NAME_WORDS.c.words == 1 if one_word else NAME_WORDS.c.words >= 2
-    live = (CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key)
-    if session.get_bind().dialect.name == "postgresql":
-        # Grouped in the database: the rows of common words stay there.
-        keys = [(s, i) for s, indexes in spellings.items() for i in indexes]
-        lookup = (
-            func.unnest(
-                bindparam("spellings", [s for s, _ in keys], type_=ARRAY(String)),
-                bindparam("word_index", [i for _, i in keys], type_=ARRAY(Integer)),
-            )
-            .table_valued("spelling", "word_index")
-            .render_derived(with_types=False)
-        )
-        matched = func.count(lookup.c.word_index.distinct())
-        needed = func.least(2, len(full), func.max(NAME_WORDS.c.full_words))
-        found = (
-            select(NAME_WORDS.c.contact_id, matched.label("matched"))
-            .join(lookup, NAME_WORDS.c.word == lookup.c.spelling)
-            .where(words_match)
-            .group_by(NAME_WORDS.c.contact_id)
-            .having(matched >= needed)
-            .order_by(matched.desc())
-            .limit(NAME_CANDIDATES)
-            .subquery()
-        )
-        rows = await session.execute(
-            select(*live)
-            .join(found, found.c.contact_id == CONTACTS.c.id)
-            .where(CONTACTS.c.merged_into.is_(None))
-        )
-        return {row.id: _profile(row) for row in rows}
-    # SQLite (embedded mode, small data): the same lookup, grouped here.
-    hits: dict[str, set[int]] = defaultdict(set)
-    full_words: dict[str, int] = {}
-    for word, contact_id, count in await session.execute(
-        select(NAME_WORDS.c.word, NAME_WORDS.c.contact_id, NAME_WORDS.c.full_words).where(
-            NAME_WORDS.c.word.in_(list(spellings)), words_match
-        )
-    ):
-        hits[contact_id] |= spellings[word]
-        full_words[contact_id] = count
-    ids = [c for c, h in hits.items() if len(h) >= min(2, len(full), full_words[c])]
-    ids.sort(key=lambda c: -len(hits[c]))
-    rows = await session.execute(
-        select(*live).where(
-            CONTACTS.c.id.in_(ids[:NAME_CANDIDATES]), CONTACTS.c.merged_into.is_(None)
-        )
+@dataclass(frozen=True)
+class _NameQuery:
+    """One searched name key, as the index looks it up."""
+
+    full: list[str]  # its indexed words
+    spellings: dict[str, set[int]]  # every spelling looked up -> the words it stands for
+    one_word: bool  # one-word names are compared with one-word names only
+
+    @classmethod
+    def of(cls, key: str) -> _NameQuery:
+        full = indexed_words(key)
+        spellings: dict[str, set[int]] = defaultdict(set)
+        for i, word in enumerate(full):
+            for spelling in _near_spellings(word):
+                spellings[spelling].add(i)
+        return cls(full, spellings, len(key.split()) == 1)
+
+    def words_range(self) -> tuple[int, int]:
+        """The `name_words.words` a candidate may have."""
+        return (1, 1) if self.one_word else (2, MAX_WORDS)
+
+
+MAX_WORDS = 32767  # `name_words.words` is a smallint
+
+
+@functools.lru_cache(maxsize=20_000)
+def _near_spellings(word: str) -> frozenset[str]:
+    """`near_spellings`, kept: first names and common surnames come again and again."""
+    return frozenset(near_spellings(word))
+
+
+# The name lookup of many names at once, grouped in the database (the rows of common words stay
+# there). Built once: its cache key is then computed once, not per search.
+_LOOKUP = (
+    func.unnest(
+        bindparam("spellings", type_=ARRAY(String)),
+        bindparam("word_indexes", type_=ARRAY(Integer)),
+        bindparam("queries", type_=ARRAY(Integer)),
+        bindparam("full_counts", type_=ARRAY(Integer)),
+        bindparam("min_words", type_=ARRAY(Integer)),
+        bindparam("max_words", type_=ARRAY(Integer)),
     )
-    return {row.id: _profile(row) for row in rows}
+    .table_valued("spelling", "word_index", "query", "full_count", "min_words", "max_words")
+    .render_derived(with_types=False)
+)
+_MATCHED = func.count(_LOOKUP.c.word_index.distinct())
+# Two words in common, or all the words of a name that has fewer.
+_NEEDED = func.least(2, func.min(_LOOKUP.c.full_count), func.max(NAME_WORDS.c.full_words))
+_GROUPED = (
+    select(
+        _LOOKUP.c.query,
+        NAME_WORDS.c.contact_id,
+        _MATCHED.label("matched"),
+    )
+    .join(_LOOKUP, NAME_WORDS.c.word == _LOOKUP.c.spelling)
+    .where(NAME_WORDS.c.words.between(_LOOKUP.c.min_words, _LOOKUP.c.max_words))
+    .group_by(_LOOKUP.c.query, NAME_WORDS.c.contact_id)
+    .having(_MATCHED >= _NEEDED)
+    .subquery()
+)
+# Materialized: computed once, whatever the planner expects of the join below (with fresh
+# statistics it can expect one contact and re-run the grouping for every contact row).
+_RANKED = (
+    select(
+        _GROUPED.c.query,
+        _GROUPED.c.contact_id,
+        func.row_number()
+        .over(partition_by=_GROUPED.c.query, order_by=_GROUPED.c.matched.desc())
+        .label("rank"),
+    )
+    .cte("ranked")
+    .prefix_with("MATERIALIZED", dialect="postgresql")
+)
+_BY_NAMES_PG = (
+    select(_RANKED.c.query, CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key)
+    .join(CONTACTS, CONTACTS.c.id == _RANKED.c.contact_id)
+    .where(_RANKED.c.rank <= NAME_CANDIDATES, CONTACTS.c.merged_into.is_(None))
+)
+
+
+async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str, Profile]]:
+    """For each name key, the contacts whose name shares enough words with it, each within one
+    edit, as profiles without phones or e-mails: one statement for all the keys on PostgreSQL."""
+    queries = [_NameQuery.of(key) for key in keys]
+    found: list[dict[str, Profile]] = [{} for _ in keys]
+    wanted = [i for i, q in enumerate(queries) if q.full]  # initials only: nothing to look up
+    if not wanted:
+        return found
+    if session.get_bind().dialect.name == "postgresql":
+        columns: dict[str, list[Any]] = {
+            name: []
+            for name in (
+                "spellings", "word_indexes", "queries", "full_counts", "min_words", "max_words"
+            )
+        }  # fmt: skip
+        for i in wanted:
+            query = queries[i]
+            low, high = query.words_range()
+            pairs = [(s, index) for s, indexes in query.spellings.items() for index in indexes]
+            columns["spellings"] += [s for s, _ in pairs]
+            columns["word_indexes"] += [index for _, index in pairs]
+            for name, value in (
+                ("queries", i), ("full_counts", len(query.full)), ("min_words", low),
+                ("max_words", high),
+            ):  # fmt: skip
+                columns[name] += [value] * len(pairs)
+        for row in await session.execute(_BY_NAMES_PG, columns):
+            found[row.query][row.id] = _profile(row)
+        return found
+    # SQLite (embedded mode, small data): the same lookup, grouped here.
+    every = sorted({s for i in wanted for s in queries[i].spellings})
+    by_word: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    for word, contact_id, words, full_words in await session.execute(
+        select(
+            NAME_WORDS.c.word, NAME_WORDS.c.contact_id, NAME_WORDS.c.words, NAME_WORDS.c.full_words
+        ).where(NAME_WORDS.c.word.in_(every))
+    ):
+        by_word[word].append((contact_id, words, full_words))
+    chosen: dict[int, list[str]] = {}
+    for i in wanted:
+        query = queries[i]
+        low, high = query.words_range()
+        hits: dict[str, set[int]] = defaultdict(set)
+        full_of: dict[str, int] = {}
+        for spelling, indexes in query.spellings.items():
+            for contact_id, words, count in by_word.get(spelling, ()):
+                if low <= words <= high:
+                    hits[contact_id] |= indexes
+                    full_of[contact_id] = count
+        ids = [c for c, h in hits.items() if len(h) >= min(2, len(query.full), full_of[c])]
+        ids.sort(key=lambda c: -len(hits[c]))
+        chosen[i] = ids[:NAME_CANDIDATES]
+    live = {
+        row.id: _profile(row)
+        for row in await session.execute(
+            select(CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key).where(
+                CONTACTS.c.id.in_({c for ids in chosen.values() for c in ids}),
+                CONTACTS.c.merged_into.is_(None),
+            )
+        )
+    }
+    for i, ids in chosen.items():
+        found[i] = {c: live[c] for c in ids if c in live}
+    return found
+
+
+async def by_name(session: AsyncSession, key: str) -> dict[str, Profile]:
+    """Contacts whose name shares enough words with `key` (see `by_names`)."""
+    return (await by_names(session, [key]))[0]
 
 
 async def name_candidates(session: AsyncSession, key: str) -> list[str]:
     return list(await by_name(session, key))
 
 
-async def by_points(
-    session: AsyncSession, me: Profile, kinds: set[str]
-) -> dict[str, dict[str, set[str]]]:
-    """Contacts with a phone or e-mail in common with `me`: {id: {kind: shared values}}."""
-    wanted = [("phone", v) for v in me.phones if "phone" in kinds]
-    wanted += [("email", v) for v in me.emails if "email" in kinds]
-    shared: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"phone": set(), "email": set()})
+Shared = dict[str, dict[str, set[str]]]  # contact id -> {kind: values shared}
+
+
+async def by_points(session: AsyncSession, mes: Sequence[Profile], kinds: set[str]) -> list[Shared]:
+    """For each profile, the contacts with a phone or e-mail in common with it: one statement."""
+    wanted: set[tuple[str, str]] = set()
+    for me in mes:
+        wanted.update(("phone", v) for v in me.phones if "phone" in kinds)
+        wanted.update(("email", v) for v in me.emails if "email" in kinds)
+    holders: dict[tuple[str, str], list[str]] = defaultdict(list)
     if wanted:
         for contact_id, kind, value in await session.execute(
             select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value).where(
-                tuple_(POINTS.c.kind, POINTS.c.value).in_(wanted)
+                tuple_(POINTS.c.kind, POINTS.c.value).in_(sorted(wanted))
             )
         ):
-            shared[contact_id][kind].add(value)
-    return shared
+            holders[kind, value].append(contact_id)
+    out: list[Shared] = []
+    for me in mes:
+        shared: Shared = defaultdict(lambda: {"phone": set(), "email": set()})
+        for kind, values in (("phone", me.phones), ("email", me.emails)):
+            if kind in kinds:
+                for value in values:
+                    for contact_id in holders.get((kind, value), ()):
+                        shared[contact_id][kind].add(value)
+        out.append(shared)
+    return out
+
+
+async def search_many(
+    session: AsyncSession, mes: Sequence[Profile], rules: Sequence[Rule]
+) -> list[list[Match]]:
+    """Every live contact that some rule matches with each of `mes`, best first; a few
+    statements whatever the number of profiles.
+
+    A candidate's phones and e-mails are known only where it shares them with its searched
+    contact, which is all the rules ask of them.
+    """
+    if not mes or not rules:
+        return [[] for _ in mes]
+    by_name_found = (
+        await by_names(session, [me.name_key for me in mes])
+        if any(r.uses("name") for r in rules)
+        else [{} for _ in mes]
+    )
+    shared_of = await by_points(
+        session, mes, {f for f in ("phone", "email") if any(r.uses(f) for r in rules)}
+    )
+    missing = {
+        c
+        for found, shared in zip(by_name_found, shared_of, strict=True)
+        for c in shared
+        if c not in found
+    }
+    extra = await profiles(session, sorted(missing))
+    results = []
+    for me, found, shared in zip(mes, by_name_found, shared_of, strict=True):
+        candidates = dict(found)
+        candidates.update((c, extra[c]) for c in shared if c not in candidates and c in extra)
+        candidates.pop(me.id, None)
+        matches = []
+        for other in candidates.values():
+            if other.id in shared:
+                other = replace(
+                    other,
+                    phones=frozenset(shared[other.id]["phone"]),
+                    emails=frozenset(shared[other.id]["email"]),
+                )
+            best: Match | None = None
+            for rule in rules:
+                score = rule.score(me, other)
+                if score is not None and (best is None or score > best.score):
+                    best = Match(other.id, score, rule)
+            if best is not None:
+                matches.append(best)
+        matches.sort(key=lambda m: (-m.score, m.contact_id))
+        results.append(matches)
+    return results
 
 
 async def search(session: AsyncSession, me: Profile, rules: Sequence[Rule]) -> list[Match]:
-    """Every live contact that some rule matches with `me`, best first.
+    """Every live contact that some rule matches with `me`, best first."""
+    return (await search_many(session, [me], rules))[0]
 
-    A candidate's phones and e-mails are known only where it shares them with `me`, which is
-    all the rules ask of them.
-    """
-    found = await by_name(session, me.name_key) if any(r.uses("name") for r in rules) else {}
-    shared = await by_points(
-        session, me, {f for f in ("phone", "email") if any(r.uses(f) for r in rules)}
+
+def _stored(matches: Sequence[Match]) -> list[dict[str, Any]]:
+    return [
+        {
+            "contact_id": m.contact_id,
+            "score": m.score,
+            "rule_id": m.rule.id,
+            "rule_name": m.rule.name,
+        }
+        for m in matches[:KEEP]
+    ]
+
+
+@dataclass
+class _Search:
+    """A chat's `duplicate_searches` row, as this batch leaves it."""
+
+    chat_id: str
+    contact_id: str
+    agent_id: str | None
+    searched_at: datetime | None
+    count: int
+    candidates: list[dict[str, Any]]
+    changed: bool = False
+
+
+# Built once (their cache keys are computed once): the batch's rows, locked in one order so
+# that replicas wait for each other rather than deadlock, and their new state, executemany.
+_LOCK = (
+    select(
+        SEARCHES.c.chat_id,
+        SEARCHES.c.contact_id,
+        SEARCHES.c.agent_id,
+        SEARCHES.c.searched_at,
+        SEARCHES.c.count,
+        SEARCHES.c.candidates,
     )
-    if missing := [c for c in shared if c not in found]:
-        found.update(await profiles(session, missing))
-    found.pop(me.id, None)
-    matches = []
-    for other in found.values():
-        if other.id in shared:
-            other = replace(
-                other,
-                phones=frozenset(shared[other.id]["phone"]),
-                emails=frozenset(shared[other.id]["email"]),
-            )
-        best: Match | None = None
-        for rule in rules:
-            score = rule.score(me, other)
-            if score is not None and (best is None or score > best.score):
-                best = Match(other.id, score, rule)
-        if best is not None:
-            matches.append(best)
-    matches.sort(key=lambda m: (-m.score, m.contact_id))
-    return matches
-
-
-async def _locked_search(session: AsyncSession, chat_id: str) -> DuplicateSearch:
-    row = await session.get(DuplicateSearch, chat_id, with_for_update=True, populate_existing=True)
-    assert row is not None
-    return row
-
-
-async def _live_id(session: AsyncSession, contact_id: str) -> str:
-    """The contact, or the survivor it was merged into."""
-    survivor = await session.scalar(
-        select(CONTACTS.c.merged_into).where(CONTACTS.c.id == contact_id)
+    .where(SEARCHES.c.chat_id.in_(bindparam("chat_ids", expanding=True)))
+    .order_by(SEARCHES.c.chat_id)
+    .with_for_update()
+)
+_SAVE = (
+    update(SEARCHES)
+    .where(SEARCHES.c.chat_id == bindparam("b_chat_id"))
+    .values(
+        contact_id=bindparam("b_contact_id"),
+        agent_id=bindparam("b_agent_id"),
+        searched_at=bindparam("b_searched_at"),
+        count=bindparam("b_count"),
+        candidates=bindparam("b_candidates", type_=SEARCHES.c.candidates.type),
     )
-    return survivor or contact_id
-
-
-async def _announce(session: AsyncSession, row: DuplicateSearch) -> None:
-    assert row.searched_at is not None
-    names = dict(
-        (
-            await session.execute(
-                select(CONTACTS.c.id, CONTACTS.c.name).where(
-                    CONTACTS.c.id.in_([c["contact_id"] for c in row.candidates])
-                )
-            )
-        ).all()
-    )
-    emit(
-        session,
-        DuplicatesFound(
-            contact_id=row.contact_id,
-            chat_id=row.chat_id,
-            agent_id=row.agent_id,
-            count=row.count,
-            candidates=[
-                DuplicateCandidate(name=names.get(c["contact_id"], ""), **c) for c in row.candidates
-            ],
-            searched_at=row.searched_at,
-        ),
-        subject=row.contact_id,
-    )
+)
 
 
 async def search_for_chats(
@@ -240,45 +378,115 @@ async def search_for_chats(
     """A new chat's search, once per chat; an offer tells who must see its result.
 
     The per-chat row is locked by both, so whichever of the search and the offer comes second
-    publishes the result naming the agent, across replicas too.
+    publishes the result naming the agent, across replicas too. A batch of events costs a few
+    statements whatever its size: every search of the batch is made at once.
     """
-    rules: list[Rule] | None = None
-    for event in events:
-        await session.execute(
-            insert_ignore(session, SEARCHES),
+    await session.execute(
+        insert_ignore(session, SEARCHES),
+        list(
             {
-                "chat_id": event.chat_id,
-                "contact_id": event.contact_id,
-                "count": 0,
-                "candidates": [],
-            },
+                event.chat_id: {
+                    "chat_id": event.chat_id,
+                    "contact_id": event.contact_id,
+                    "count": 0,
+                    "candidates": [],
+                }
+                for event in reversed(events)  # the first event of a chat makes its row
+            }.values()
+        ),
+    )
+    rows = {
+        row.chat_id: _Search(*row)
+        for row in await session.execute(_LOCK, {"chat_ids": sorted({e.chat_id for e in events})})
+    }
+    # Which chats this batch searches: those opened and not searched yet.
+    to_search: dict[str, str] = {}
+    for event in events:
+        row = rows[event.chat_id]
+        if isinstance(event, ChatOpened) and row.searched_at is None:
+            to_search.setdefault(event.chat_id, event.contact_id)
+    results: dict[str, list[Match]] = {}
+    contact_of: dict[str, str] = {}
+    if to_search:
+        rules = await active_rules(session)
+        survivors = dict(
+            (
+                await session.execute(
+                    select(CONTACTS.c.id, CONTACTS.c.merged_into).where(
+                        CONTACTS.c.id.in_(set(to_search.values()))
+                    )
+                )
+            ).all()
         )
-        row = await _locked_search(session, event.chat_id)
+        contact_of = {chat: survivors.get(c) or c for chat, c in to_search.items()}
+        mes = await profiles(session, sorted(set(contact_of.values())))
+        searched = list(mes.values())
+        for me, matches in zip(searched, await search_many(session, searched, rules), strict=True):
+            results[me.id] = matches
+    # The events in order, as if one at a time.
+    now = utcnow()
+    announced: list[_Search] = []
+    for event in events:
+        row = rows[event.chat_id]
         if isinstance(event, ChatOffered):
-            row.agent_id = event.agent_id
+            row.agent_id, row.changed = event.agent_id, True
             if row.searched_at is not None:
-                await _announce(session, row)
+                announced.append(replace(row))
             continue
         if row.searched_at is not None:
             continue
-        if rules is None:
-            rules = await active_rules(session)
-        row.contact_id = await _live_id(session, event.contact_id)
-        me = (await profiles(session, [row.contact_id])).get(row.contact_id)
-        matches = await search(session, me, rules) if me is not None and rules else []
-        row.count = len(matches)
-        row.candidates = [
-            {
-                "contact_id": m.contact_id,
-                "score": m.score,
-                "rule_id": m.rule.id,
-                "rule_name": m.rule.name,
-            }
-            for m in matches[:KEEP]
-        ]
-        row.searched_at = utcnow()
-        await session.flush()
-        await _announce(session, row)
+        row.contact_id = contact_of[event.chat_id]
+        matches = results.get(row.contact_id, [])
+        row.count, row.candidates = len(matches), _stored(matches)
+        row.searched_at, row.changed = now, True
+        announced.append(replace(row))
+    if changed := [row for row in rows.values() if row.changed]:
+        await session.execute(
+            _SAVE,
+            [
+                {
+                    "b_chat_id": row.chat_id,
+                    "b_contact_id": row.contact_id,
+                    "b_agent_id": row.agent_id,
+                    "b_searched_at": row.searched_at,
+                    "b_count": row.count,
+                    "b_candidates": row.candidates,
+                }
+                for row in changed
+            ],
+        )
+    await _announce(session, announced)
+
+
+async def _announce(session: AsyncSession, searches: Sequence[_Search]) -> None:
+    """`contact.duplicates_found` for each search, in order, the candidates named."""
+    ids = {c["contact_id"] for row in searches for c in row.candidates}
+    names: dict[str, str] = {}
+    if ids:
+        names = dict(
+            (
+                await session.execute(
+                    select(CONTACTS.c.id, CONTACTS.c.name).where(CONTACTS.c.id.in_(ids))
+                )
+            ).all()
+        )
+    for row in searches:
+        assert row.searched_at is not None
+        emit(
+            session,
+            DuplicatesFound(
+                contact_id=row.contact_id,
+                chat_id=row.chat_id,
+                agent_id=row.agent_id,
+                count=row.count,
+                candidates=[
+                    DuplicateCandidate(name=names.get(c["contact_id"], ""), **c)
+                    for c in row.candidates
+                ],
+                searched_at=row.searched_at,
+            ),
+            subject=row.contact_id,
+        )
 
 
 class Candidate(BaseModel):
@@ -314,15 +522,7 @@ async def duplicates_of(session: AsyncSession, current: ContactOut) -> Duplicate
         me = (await profiles(session, [current.id]))[current.id]
         matches = await search(session, me, await active_rules(session))
         chat_id, searched_at, count = None, utcnow(), len(matches)
-        found = [
-            {
-                "contact_id": m.contact_id,
-                "score": m.score,
-                "rule_id": m.rule.id,
-                "rule_name": m.rule.name,
-            }
-            for m in matches[:KEEP]
-        ]
+        found = _stored(matches)
     live = await contacts_out(session, [c["contact_id"] for c in found])
     candidates = [
         Candidate(

@@ -122,8 +122,12 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
             ],
         )
         claimed = await session.execute(
-            insert_ignore(session, IDENTITIES).returning(
-                IDENTITIES.c.platform, IDENTITIES.c.external_user_id, IDENTITIES.c.channel_id
+            insert_ignore(
+                session,
+                IDENTITIES,
+                IDENTITIES.c.platform,
+                IDENTITIES.c.external_user_id,
+                IDENTITIES.c.channel_id,
             ),
             [
                 {

@@ -226,8 +226,8 @@ def register(consumers: Consumers, hub: Hub) -> None:
         )
         newest: dict[str, int] = {agent_id: id for agent_id, id in latest}
         inserted = await session.execute(
-            insert_ignore(session, EVENTS).returning(
-                EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
+            insert_ignore(
+                session, EVENTS, EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
             ),
             rows,
         )

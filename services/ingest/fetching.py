@@ -19,14 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, exists, insert, select, update
+from sqlalchemy import Table, bindparam, delete, exists, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.batching import GroupCommit
 from libs.common.blobs import BlobStore
 from libs.common.db import Database, after_commit, insert_ignore
 from libs.common.envelope import Event, new_id, utcnow
@@ -66,20 +68,30 @@ async def add_jobs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     await session.execute(insert(FETCHES), rows)
 
 
-async def add_picture_job(session: AsyncSession, contact: ContactCreated) -> None:
+async def add_picture_jobs(session: AsyncSession, contacts: Sequence[ContactCreated]) -> None:
+    """The pictures of new contacts, to download (one statement; a repeat is ignored)."""
+    if not contacts:
+        return
     now = utcnow()
     await session.execute(
         insert_ignore(session, FETCHES),
-        {
-            "id": contact.contact_id,
-            "kind": "picture",
-            "channel_id": contact.channel_id,
-            "payload": {"contact_id": contact.contact_id, "user_id": contact.external_user_id},
-            "attempts": 0,
-            "due_at": now,
-            "created_at": now,
-        },
+        [
+            {
+                "id": contact.contact_id,
+                "kind": "picture",
+                "channel_id": contact.channel_id,
+                "payload": {"contact_id": contact.contact_id, "user_id": contact.external_user_id},
+                "attempts": 0,
+                "due_at": now,
+                "created_at": now,
+            }
+            for contact in contacts
+        ],
     )
+
+
+async def add_picture_job(session: AsyncSession, contact: ContactCreated) -> None:
+    await add_picture_jobs(session, [contact])
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,26 @@ class _Retry:
     reason: str
 
 
+_Outcome = Event | _Retry | None
+
+# Built once, so that their cache keys are computed once: a batch's outcomes as executemany.
+_RETRY = (
+    update(FETCHES)
+    .where(FETCHES.c.id == bindparam("b_id"), FETCHES.c.lease_id == bindparam("b_lease_id"))
+    .values(attempts=bindparam("b_attempts"), due_at=bindparam("b_due_at"), lease_id=None)
+)
+_DONE = (
+    delete(FETCHES)
+    .where(tuple_(FETCHES.c.id, FETCHES.c.lease_id).in_(bindparam("jobs", expanding=True)))
+    .returning(FETCHES.c.id)
+)
+
+
 class Fetcher:
+    """Leases due jobs in batches (`batch` at a time, when the previous batch has started),
+    downloads them `concurrency` at a time, and records the outcomes of downloads that end
+    together in one transaction."""
+
     def __init__(
         self,
         db: Database,
@@ -108,6 +139,7 @@ class Fetcher:
         *,
         limit: int,
         concurrency: int = 4,
+        batch: int = 32,
         poll_s: float = 1.0,
     ) -> None:
         self.db = db
@@ -117,9 +149,14 @@ class Fetcher:
         self.policy = policy
         self.limit = limit
         self.concurrency = concurrency
+        self.batch = max(batch, concurrency)
         self.poll_s = poll_s
         self._wake = asyncio.Event()
+        self._waiting: deque[tuple[float, _Job]] = deque()  # (leased at, job), not started
         self._running: dict[asyncio.Task[None], _Job] = {}
+        self._records: GroupCommit[tuple[_Job, _Outcome], None] = GroupCommit(
+            self._record, name="ingest.fetches"
+        )
         self._loop: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -133,44 +170,58 @@ class Fetcher:
         self._loop = asyncio.create_task(self._run(), name="ingest:fetcher")
 
     async def stop(self) -> None:
-        unfinished = list(self._running.values())
+        unfinished = [*self._running.values(), *(job for _, job in self._waiting)]
+        self._waiting.clear()
         tasks = [t for t in (self._loop, *self._running) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._records.stop()
         if unfinished:
             # Interrupted downloads are anyone's again at once, not when their lease runs out.
             try:
                 async with self.db.transaction() as session:
-                    for job in unfinished:
-                        await session.execute(
-                            update(FETCHES)
-                            .where(FETCHES.c.id == job.id, FETCHES.c.lease_id == job.lease_id)
-                            .values(due_at=utcnow(), lease_id=None)
-                        )
+                    await session.execute(
+                        _RETRY.values(attempts=FETCHES.c.attempts),
+                        [
+                            {"b_id": job.id, "b_lease_id": job.lease_id, "b_due_at": utcnow()}
+                            for job in unfinished
+                        ],
+                    )
             except Exception:  # their leases run out instead
                 log.exception("could not hand back interrupted downloads")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
-            free = self.concurrency - len(self._running)
-            if free > 0:
+            if not self._waiting and len(self._running) < self.concurrency:
                 try:
-                    jobs = await self._lease(free)
+                    jobs = await self._lease(self.batch - len(self._running))
                 except Exception:
                     log.exception("could not take files to download; trying again")
                     jobs = []
-                for job in jobs:
-                    task = asyncio.create_task(self._work(job), name=f"fetch:{job.id}")
-                    self._running[task] = job
-                    task.add_done_callback(self._finished)
+                self._waiting.extend((loop.time(), job) for job in jobs)
+            self._start_waiting()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
+    def _start_waiting(self) -> None:
+        stale = asyncio.get_running_loop().time() - LEASE.total_seconds() / 2
+        while self._waiting and len(self._running) < self.concurrency:
+            leased_at, job = self._waiting.popleft()
+            if leased_at < stale:
+                continue  # waited too long behind slow downloads: its lease is anyone's soon
+            task = asyncio.create_task(self._work(job), name=f"fetch:{job.id}")
+            self._running[task] = job
+            task.add_done_callback(self._finished)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
-        self._wake.set()  # a free slot
+        if self._waiting:
+            self._start_waiting()
+        else:
+            self._wake.set()  # a free slot, and nothing leased waits for it
 
     async def _lease(self, count: int) -> list[_Job]:
         now = utcnow()
@@ -214,7 +265,7 @@ class Fetcher:
             if job.attempts + 1 >= self.policy.attempts:
                 outcome = self._given_up(job, outcome.reason)
         try:
-            await self._record(job, outcome)
+            await self._records.submit((job, outcome))
         except Exception:  # the lease runs out and the job is tried again
             log.exception("could not record a file download", extra={"fetch_id": job.id})
 
@@ -299,24 +350,41 @@ class Fetcher:
             size=len(downloaded.data),
         )
 
-    async def _record(self, job: _Job, outcome: Event | _Retry | None) -> None:
-        mine = (FETCHES.c.id == job.id) & (FETCHES.c.lease_id == job.lease_id)
+    async def _record(self, batch: list[tuple[_Job, _Outcome]]) -> list[None]:
+        """Downloads that ended together, in one transaction: each job is deleted and its
+        outcome emitted, or (an outage) put back to be tried later."""
+        retries = [(job, outcome) for job, outcome in batch if isinstance(outcome, _Retry)]
+        done = [(job, outcome) for job, outcome in batch if not isinstance(outcome, _Retry)]
         async with self.db.transaction() as session:
-            if isinstance(outcome, _Retry):
-                wait = timedelta(seconds=self.policy.wait(job.attempts + 1))
-                log.info("file download to be retried: %s", outcome.reason)
+            if retries:
+                now = utcnow()
+                for _, retry in retries:
+                    log.info("file download to be retried: %s", retry.reason)
                 await session.execute(
-                    update(FETCHES)
-                    .where(mine)
-                    .values(attempts=job.attempts + 1, due_at=utcnow() + wait, lease_id=None)
+                    _RETRY,
+                    [
+                        {
+                            "b_id": job.id,
+                            "b_lease_id": job.lease_id,
+                            "b_attempts": job.attempts + 1,
+                            "b_due_at": now + timedelta(seconds=self.policy.wait(job.attempts + 1)),
+                        }
+                        for job, _ in retries
+                    ],
                 )
-                return
-            deleted = await session.execute(delete(FETCHES).where(mine))
-            # rowcount 0: the lease ran out and another worker has the job; it reports instead.
-            if outcome is not None and getattr(deleted, "rowcount", 0) == 1:
-                subject = (
-                    outcome.contact_id
-                    if isinstance(outcome, PictureFetched)
-                    else cast(AttachmentFetched, outcome).attachment.id
+            if done:
+                deleted = set(
+                    await session.scalars(
+                        _DONE, {"jobs": [(job.id, job.lease_id) for job, _ in done]}
+                    )
                 )
-                emit(session, outcome, subject=subject)
+                # Not deleted: the lease ran out and another worker has the job; it reports.
+                for job, event in done:
+                    if event is not None and job.id in deleted:
+                        subject = (
+                            event.contact_id
+                            if isinstance(event, PictureFetched)
+                            else cast(AttachmentFetched, event).attachment.id
+                        )
+                        emit(session, event, subject=subject)
+        return [None] * len(batch)

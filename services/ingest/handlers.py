@@ -20,10 +20,12 @@ def build_consumers(senders: service.Senders, fetcher: fetching.Fetcher) -> Cons
         # Not one transaction: the platform call must not run while holding a database lock.
         await service.deliver_reply(db, senders, event)
 
-    @consumers.on(ContactCreated)
-    async def fetch_picture(session: AsyncSession, event: ContactCreated, _: Envelope) -> None:
-        # Only the download's job here: the fetcher downloads after the commit.
-        await fetching.add_picture_job(session, event)
+    @consumers.on_batch(ContactCreated)
+    async def fetch_picture(
+        session: AsyncSession, batch: list[tuple[ContactCreated, Envelope]]
+    ) -> None:
+        # Only the downloads' jobs here: the fetcher downloads after the commit.
+        await fetching.add_picture_jobs(session, [event for event, _ in batch])
         fetcher.wake_after_commit(session)
 
     return consumers

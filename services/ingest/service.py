@@ -52,7 +52,7 @@ def inbound_commits(db: Database, files_waiting: Callable[[], None] = _nothing) 
         async with db.transaction() as session:
             new = set(
                 await session.scalars(
-                    insert_ignore(session, INBOUND_KEYS).returning(INBOUND_KEYS.c.key),
+                    insert_ignore(session, INBOUND_KEYS, INBOUND_KEYS.c.key),
                     [{"key": key, "received_at": now} for key, _ in batch],
                 )
             )

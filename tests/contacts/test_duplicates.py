@@ -147,3 +147,47 @@ async def test_the_result_reaches_whoever_holds_the_chat(db: Database) -> None:
         chat.chat_id: "agent-1",
         later.chat_id: "agent-2",
     }
+
+
+async def test_a_batch_searches_each_chat_as_alone(db: Database) -> None:
+    ivan = await new_contact(db, "Ivan Petrov")
+    twin = await new_contact(db, "Иван Петров")
+    maria = await new_contact(db, "Maria Garcia")
+    maria_accented = await new_contact(db, "María García")
+    olga = await new_contact(db, "Olga Smirnova", phones=["+7 916 123-45-67"])
+    by_phone = await new_contact(db, "Telegram user 4411", phones=["+79161234567"])
+    alone = await new_contact(db, "Zebulon Quixote")
+    chats = [opened(c) for c in (ivan, maria_accented, olga, alone)]
+    first, second = chats[0], chats[1]
+    # One batch: offers before and after their chat's search, and a chat.opened redelivered.
+    batch = [offered(second, "agent-2"), *chats, offered(first, "agent-1"), first]
+    async with db.transaction() as session:
+        await duplicates.search_for_chats(session, batch)
+    async with db.sessions() as session:
+        rows = {r.chat_id: r for r in await session.scalars(select(DuplicateSearch))}
+    assert {c: {x["contact_id"] for x in rows[c.chat_id].candidates} for c in chats} == {
+        chats[0]: {twin},
+        chats[1]: {maria},
+        chats[2]: {by_phone},
+        chats[3]: set(),
+    }
+    assert {c: rows[c.chat_id].agent_id for c in chats} == {
+        chats[0]: "agent-1",
+        chats[1]: "agent-2",
+        chats[2]: None,
+        chats[3]: None,
+    }
+    published = await emitted(db, "contact.duplicates_found")
+    assert [(e["chat_id"], e["agent_id"], e["count"]) for e in published] == [
+        (first.chat_id, None, 1),
+        (second.chat_id, "agent-2", 1),
+        (chats[2].chat_id, None, 1),
+        (chats[3].chat_id, None, 0),
+        (first.chat_id, "agent-1", 1),
+    ]
+    assert published[1]["candidates"][0]["name"] == "Maria Garcia"
+    # Each as alone: the same candidates.
+    for chat in chats:
+        assert set(await found(db, chat.contact_id)) == {
+            x["contact_id"] for x in rows[chat.chat_id].candidates
+        }

@@ -108,6 +108,42 @@ async def test_a_file_is_stored_under_its_key(
     assert fake_telegram.downloads == [(TOKEN, "photos/file_0.jpg")]
 
 
+async def test_many_files_are_leased_in_batches_and_each_reported_once(
+    db: Database, channel: Channel, fake_telegram: FakeTelegram, blobs: DirectoryBlobStore
+) -> None:
+    bots = TelegramBots()
+    worker = fetching.Fetcher(
+        db,
+        blobs,
+        ChannelCache(db),
+        {"telegram": TelegramFiles(bots)},
+        RetryPolicy(attempts=3, backoff_s=0.05),
+        limit=1024 * 1024,
+        concurrency=3,
+        batch=5,
+        poll_s=0.1,
+    )
+    files = [
+        Attachment(kind="photo", platform_file_id=fake_telegram.add_file(JPEG, "photos", "jpg"))
+        for _ in range(12)
+    ]
+    fake_telegram.errors["getFile"] = [(502, "Bad Gateway")]  # one of them retried
+    async with db.transaction() as session:
+        await fetching.add_jobs(session, fetching.attachment_jobs(channel.id, files))
+    await worker.start()
+    try:
+        worker.wake()
+        await drained(db)
+    finally:
+        await worker.stop()
+        await bots.close()
+
+    reports = await outbox(db, "inbound.attachment_fetched")
+    assert sorted(r["attachment"]["id"] for r in reports) == sorted(a.id for a in files)
+    assert {r["attachment"]["state"] for r in reports} == {"stored"}
+    assert len(fake_telegram.downloads) == 12
+
+
 async def test_an_outage_is_retried_then_the_file_stored(
     db: Database, fetcher: fetching.Fetcher, channel: Channel, fake_telegram: FakeTelegram
 ) -> None:
