@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: run test lint typecheck bench bench-duplicates bench-routing events migration clean
+.PHONY: run test lint typecheck bench bench-duplicates bench-routing events migration console-vendor \
+	screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,29 @@ events: $(STAMP)
 ## A new migration for one service: make migration SERVICE=chat MSG="add x"
 migration: $(STAMP)
 	$(BIN)/python -m libs.common.revision $(SERVICE) -m "$(MSG)"
+
+## The console's screenshots in docs/screenshots (README), taken by its browser tests.
+screenshots: $(STAMP)
+	CHATDESK_SCREENSHOTS=docs/screenshots DATABASE_URL=$(TEST_DATABASE_URL) AMQP_URL=$(TEST_AMQP_URL) \
+	  $(BIN)/pytest tests/console -q -k embedded
+
+## Refresh the console's vendored ES modules from the npm registry (the one target that downloads;
+## the files are committed, so `make run` and `make test` never do). Versions: vendor/package-lock.json.
+CONSOLE_VENDOR := services/gateway/console/vendor
+console-vendor:
+	rm -rf .console-vendor && mkdir .console-vendor
+	cp $(CONSOLE_VENDOR)/package.json $(CONSOLE_VENDOR)/package-lock.json .console-vendor/
+	cd .console-vendor && npm ci --ignore-scripts --no-audit --no-fund
+	# Bare imports become relative ones, so the browser needs no import map; source maps go.
+	m=.console-vendor/node_modules; for pair in \
+	  preact/dist/preact.mjs:preact.js preact/hooks/dist/hooks.mjs:hooks.js \
+	  htm/dist/htm.mjs:htm.js htm/preact/index.mjs:htm-preact.js; do \
+	  sed -e 's#from"preact"#from"./preact.js"#g' -e 's#from"htm"#from"./htm.js"#g' \
+	    -e '/sourceMappingURL/d' "$$m/$${pair%%:*}" > $(CONSOLE_VENDOR)/$${pair##*:}; \
+	done
+	cp .console-vendor/node_modules/preact/LICENSE $(CONSOLE_VENDOR)/LICENSE-preact
+	cp .console-vendor/node_modules/htm/LICENSE $(CONSOLE_VENDOR)/LICENSE-htm
+	rm -rf .console-vendor
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

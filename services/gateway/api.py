@@ -21,6 +21,8 @@ from services.gateway.models import (
     Agent,
     AgentIn,
     AgentOut,
+    AgentPatch,
+    ChannelSummary,
     ChatAction,
     ChatView,
     LoginIn,
@@ -158,6 +160,7 @@ def agent_out(agent: Agent) -> AgentOut:
         username=agent.username,
         display_name=agent.display_name,
         role=agent.role,
+        active=agent.active,
     )
 
 
@@ -258,6 +261,8 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
             agent = await auth.check_password(session, body.username, body.password)
         if agent is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+        if not agent.active:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this account is deactivated")
         async with db.transaction() as session:
             token, row = await auth.issue_token(
                 session, agent, timedelta(hours=settings.token_ttl_hours)
@@ -364,6 +369,13 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
             "chat", f"/internal/chats/{chat_id}/replies", reply
         )
         return message
+
+    @router.get("/channels", tags=["chats"])
+    async def list_channel_names(_: CurrentAgent) -> list[ChannelSummary]:
+        """Every channel's name and platform, for any agent: the console shows where each chat
+        came from."""
+        channels = await peers.get("ingest", "/internal/channels")
+        return [ChannelSummary.model_validate(c) for c in channels]
 
     @router.get("/files/{attachment_id}", tags=["chats"], responses=files.FILE_RESPONSES)
     async def get_file(agent: CurrentAgent, attachment_id: str) -> Response:
@@ -514,6 +526,21 @@ def build_router(db: Database, peers: Peers, settings: Settings, blobs: BlobStor
     @router.get("/admin/agents", tags=["admin"])
     async def list_agents(_: Supervisor) -> list[MeOut]:
         return await agents_with_status(Agent.username)
+
+    @router.patch("/admin/agents/{agent_id}", tags=["admin"])
+    async def update_agent(me: Supervisor, agent_id: str, body: AgentPatch) -> AgentOut:
+        """Rename an agent, change their role or password, or deactivate them (`active: false`:
+        their sessions end and they go inactive) or activate them again."""
+        if agent_id == me.id and (body.active is False or body.role == "agent"):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, "you cannot deactivate yourself or drop your own role"
+            )
+        agent = await auth.update_agent(db, agent_id, body)
+        if agent is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown agent")
+        if body.active is False:
+            await peers.post("routing", f"/internal/agents/{agent.id}/logout")
+        return agent_out(agent)
 
     @router.post("/admin/queues", tags=["admin"], status_code=status.HTTP_201_CREATED)
     async def create_queue(_: Supervisor, body: QueueIn) -> dict[str, Any]:

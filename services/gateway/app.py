@@ -6,7 +6,7 @@ from pathlib import Path
 
 from libs.common.handlers import Consumers
 from libs.common.service import Runtime, Service, new_app, new_database
-from services.gateway import api, auth, push, ws
+from services.gateway import api, auth, push, web, ws
 from services.gateway.models import Base
 from services.gateway.peers import Peers
 from services.gateway.presence import Presence
@@ -24,6 +24,7 @@ def build(runtime: Runtime) -> Service:
     presence = Presence(peers, hub, runtime.settings.presence_grace_s)
     app.include_router(api.build_router(db, peers, runtime.settings, runtime.blobs))
     app.include_router(ws.build_router(db, hub, presence))
+    app.mount("/", web.console_files(), name="console")  # last: the API's routes come first
 
     async def create_first_admin() -> None:
         await auth.ensure_admin(db, runtime.settings)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.db import Database
 from libs.common.envelope import new_id, utcnow
 from libs.common.settings import Settings
-from services.gateway.models import AccessToken, Agent, AgentIn
+from services.gateway.models import AccessToken, Agent, AgentIn, AgentPatch
 
 log = logging.getLogger(__name__)
 hasher = PasswordHasher()
@@ -52,6 +52,24 @@ async def create_agent(db: Database, data: AgentIn) -> Agent:
     return agent
 
 
+async def update_agent(db: Database, agent_id: str, data: AgentPatch) -> Agent | None:
+    """Apply a supervisor's changes; deactivating ends the agent's sessions."""
+    changes = data.model_dump(exclude_none=True)
+    password = changes.pop("password", None)
+    password_hash = await asyncio.to_thread(hasher.hash, password) if password else None
+    async with db.transaction() as session:
+        agent = await session.get(Agent, agent_id)
+        if agent is None:
+            return None
+        for field, value in changes.items():
+            setattr(agent, field, value)
+        if password_hash is not None:
+            agent.password_hash = password_hash
+        if data.active is False:
+            await session.execute(delete(AccessToken).where(AccessToken.agent_id == agent_id))
+    return agent
+
+
 async def check_password(session: AsyncSession, username: str, password: str) -> Agent | None:
     agent = await session.scalar(select(Agent).where(Agent.username == username))
     try:
@@ -78,7 +96,8 @@ async def agent_for_token(session: AsyncSession, token: str) -> Agent | None:
     row = await session.get(AccessToken, _token_hash(token))
     if row is None or row.expires_at.timestamp() < utcnow().timestamp():
         return None
-    return await session.get(Agent, row.agent_id)
+    agent = await session.get(Agent, row.agent_id)
+    return agent if agent is not None and agent.active else None
 
 
 async def revoke_token(session: AsyncSession, token: str) -> None:

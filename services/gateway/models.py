@@ -5,8 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from libs.common.db import UTCDateTime, bus_tables
@@ -32,6 +42,8 @@ class Agent(Base):
     display_name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A deactivated agent cannot log in; their records keep naming them.
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class AccessToken(Base):
@@ -48,12 +60,16 @@ class AgentEvent(Base):
     """What the console of one agent is told, in order; `id` is what clients resume after."""
 
     __tablename__ = "agent_events"
-    __table_args__ = (UniqueConstraint("source_event_id", "agent_id"),)
+    # (agent, id): an agent's newest row and the rows after a cursor are index range reads.
+    __table_args__ = (
+        UniqueConstraint("source_event_id", "agent_id"),
+        Index("ix_agent_events_agent_id_id", "agent_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    agent_id: Mapped[str] = mapped_column(String(36), index=True)
+    agent_id: Mapped[str] = mapped_column(String(36))
     type: Mapped[str] = mapped_column(String(100))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     source_event_id: Mapped[str] = mapped_column(String(36))
@@ -86,11 +102,24 @@ class AgentIn(BaseModel):
     role: Role = "agent"
 
 
+class AgentPatch(BaseModel):
+    """New settings for an agent, each optional. `active: false` deactivates the account: its
+    sessions end, it goes inactive, and it cannot log in until activated again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    role: Role | None = None
+    password: str | None = Field(default=None, min_length=8, max_length=1000)
+    active: bool | None = None
+
+
 class AgentOut(BaseModel):
     id: str
     username: str
     display_name: str
     role: Role
+    active: bool = True
 
 
 class MeOut(AgentOut):
@@ -138,6 +167,15 @@ class ChatView(BaseModel):
     reply_due_at: datetime | None = Field(
         default=None, description="When the owner's answer is due (the reply time limit)."
     )
+
+
+class ChannelSummary(BaseModel):
+    """A channel as every agent sees it: where a chat came from (no settings, no secrets)."""
+
+    id: str
+    kind: str
+    name: str
+    active: bool
 
 
 class ChatAction(BaseModel):

@@ -5,6 +5,15 @@ shared by gateway replicas and survives restarts); each open WebSocket sends wha
 after its cursor. A commit hands its new rows to this process's connections at once, with no
 query; a connection reads the log itself when it resumes, falls behind, or every second, to
 catch rows written by other replicas.
+
+A connection's cursor only moves forward, so nothing may land behind it:
+- An agent's rows commit in the order of their ids. With several replicas appending at once, a
+  row that took a lower id but committed later would be behind a cursor that had moved past it.
+  Each transaction therefore holds a lock per agent (PostgreSQL advisory locks, taken in one
+  order) from before it takes ids until it commits.
+- A handed frame says which row of the agent's it `follows`. A connection sends it as it is
+  only if that row is where its cursor stands; otherwise another replica wrote in between, and
+  the connection reads the log from its cursor (complete, by the rule above) instead.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ FOR_AGENTS: tuple[type[Event], ...] = (
 HOLDERS = cast(Table, ChatHolder.__table__)
 EVENTS = cast(Table, AgentEvent.__table__)
 PAGE = 500
+LOG_LOCKS = 0x6C6F67  # the advisory locks' namespace ("log"), beside the agent's hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,7 @@ class Frame:
     id: int
     type: str
     data: dict[str, Any]
+    follows: int | None = None  # handed by a commit: the agent's row before this one (0: none)
 
 
 class Listener:
@@ -206,6 +217,14 @@ def register(consumers: Consumers, hub: Hub) -> None:
         await _save_holders(session, holders, changed)
         if not rows:
             return
+        agent_ids = {row["agent_id"] for row in rows}
+        await _lock_logs(session, agent_ids)
+        latest = await session.execute(
+            select(EVENTS.c.agent_id, func.max(EVENTS.c.id))
+            .where(EVENTS.c.agent_id.in_(agent_ids))
+            .group_by(EVENTS.c.agent_id)
+        )
+        newest: dict[str, int] = {agent_id: id for agent_id, id in latest}
         inserted = await session.execute(
             insert_ignore(
                 session, EVENTS, EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
@@ -213,14 +232,38 @@ def register(consumers: Consumers, hub: Hub) -> None:
             rows,
         )
         by_source = {(r["source_event_id"], r["agent_id"]): r for r in rows}
-        frames = [
-            (
-                agent_id,
-                Frame(id, by_source[source, agent_id]["type"], by_source[source, agent_id]["data"]),
-            )
-            for id, source, agent_id in sorted(inserted)
-        ]
+        frames = []
+        for id, source, agent_id in sorted(inserted):
+            row = by_source[source, agent_id]
+            frames.append((agent_id, Frame(id, row["type"], row["data"], newest.get(agent_id, 0))))
+            newest[agent_id] = id
         after_commit(session, functools.partial(hub.hand, frames))
+
+
+async def _lock_logs(session: AsyncSession, agent_ids: set[str]) -> None:
+    """Hold these agents' logs until commit, so that their rows commit in the order of their ids.
+
+    In sorted order, so that two transactions never wait for each other. SQLite needs none: it
+    has one writer at a time.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for agent_id in sorted(agent_ids):
+        await session.execute(
+            select(func.pg_advisory_xact_lock(LOG_LOCKS, func.hashtext(agent_id)))
+        )
+
+
+def in_sequence(frames: list[Frame], cursor: int) -> bool:
+    """Whether handed frames follow on from `cursor` with nothing another replica wrote in
+    between (frames at or below it were sent already)."""
+    for frame in frames:
+        if frame.id <= cursor:
+            continue
+        if frame.follows != cursor:
+            return False
+        cursor = frame.id
+    return True
 
 
 async def latest_event_id(session: AsyncSession, agent_id: str) -> int:

@@ -90,6 +90,8 @@ def build_router(db: Database, hub: Hub, presence: Presence) -> APIRouter:
             while not receiver.done():
                 listener.wake.clear()
                 frames = listener.take()
+                if frames and not push.in_sequence(frames, cursor):
+                    frames = None  # another replica wrote in between: read the log
                 if resume:
                     cursor = resume.pop()
                     frames = None

@@ -17,11 +17,13 @@ from tests.support.product import Product
 pytestmark = pytest.mark.e2e
 
 
-async def resume(url: str, after: str) -> list[dict[str, Any]]:
-    """Connect, resume after `after`, and collect until the stream goes quiet."""
+async def resume(url: str, after: str, *, in_url: bool = False) -> list[dict[str, Any]]:
+    """Connect, resume after `after` (sent as a message, or in the URL), and collect until the
+    stream goes quiet."""
     events = []
-    async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"resume_after": after}))
+    async with websockets.connect(f"{url}&resume_after={after}" if in_url else url) as ws:
+        if not in_url:
+            await ws.send(json.dumps({"resume_after": after}))
         with contextlib.suppress(TimeoutError):
             while True:
                 events.append(json.loads(await asyncio.wait_for(ws.recv(), 1.5)))
@@ -53,6 +55,8 @@ async def test_reconnect_with_resume_after_gets_exactly_what_was_missed(
 
     # Resuming from the start replays the whole log: what was seen, then what was missed.
     assert await resume(anna.ws_url(), "0") == seen + missed
+    # `resume_after` in the URL (as the console does it) does the same, from the first frame.
+    assert await resume(anna.ws_url(), last_id, in_url=True) == missed
 
     # A bad resume message gets an error frame, and the stream stays open.
     async with websockets.connect(anna.ws_url()) as ws:

@@ -86,6 +86,19 @@ class Product:
         self.start(unit)
         await self.wait_ready((unit,))
 
+    @contextlib.asynccontextmanager
+    async def replica(self, service: str) -> AsyncIterator[str]:
+        """`add_replica` for one test of a shared product, stopped after it: its base URL."""
+        unit = f"{service}-replica"
+        await self.add_replica(service, unit)
+        try:
+            yield self.url(unit)
+        finally:
+            process = self.processes.pop(unit)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 30)
+            del self.ports[unit], self.replicas[unit]
+
     async def restart(self, unit: str) -> None:
         """Stop a unit cleanly (SIGTERM, as a deploy does), start it again, wait until ready."""
         process = self.processes.pop(unit)
