@@ -1117,6 +1117,7 @@ async def run(args: argparse.Namespace) -> Results:
                     database_url=database_url,
                     amqp_url=amqp_url,
                     extra_env={
+                        "CHATDESK_DB_POOL_SIZE": "5",  # the product's default, not the tests'
                         "CHATDESK_LOG_LEVEL": args.log_level,
                         **dict(item.split("=", 1) for item in args.env),
                     },

@@ -165,6 +165,9 @@ async def running(
         # Small, so that the size limits are tested without moving megabytes around.
         "CHATDESK_MAX_FILE_MB": "1",
         "CHATDESK_LOG_FORMAT": "text",
+        # A test session runs several products at once (up to seven processes each) on one
+        # PostgreSQL, which takes 100 connections: each process keeps at most 6.
+        "CHATDESK_DB_POOL_SIZE": "3",
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
         **({"CHATDESK_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['ingest']}"} if webhooks else {}),
         **(extra_env or {}),
