@@ -43,6 +43,7 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import text
 
 from bench.e2e import background_load, cpu_model, git_commit, log, pct
+from bench.options import add_scratch_database_options
 from bench.people import People
 from libs.common.db import Database
 from libs.common.settings import Settings
@@ -364,14 +365,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recall-queries", type=int, default=60, help="full scans for recall")
     parser.add_argument("--no-trgm", dest="trgm", action="store_false", help="skip pg_trgm")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="a PostgreSQL server (a database is created on it and dropped after)",
-    )
-    parser.add_argument("--output", type=Path, default=DOC, help="markdown file to update")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--keep", action="store_true", help="keep the database")
+    add_scratch_database_options(parser)
     args = parser.parse_args(argv)
     if not args.sizes or min(args.sizes) < 100 or max(args.sizes) > 10_000_000:
         parser.error("--sizes: each within [100, 10000000]")

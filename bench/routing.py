@@ -63,6 +63,7 @@ from bench.e2e import (
     log,
     pct,
 )
+from bench.options import add_scratch_database_options
 from libs.common.db import Database
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatCompleted, ChatOpened
@@ -729,14 +730,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="steady rounds of each")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a round")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="a PostgreSQL server (a database is created on it and dropped after)",
-    )
-    parser.add_argument("--output", type=Path, default=DOC, help="markdown file to update")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--keep", action="store_true", help="keep the database")
+    add_scratch_database_options(parser)
     args = parser.parse_args(argv)
     if not 2 <= args.agents <= 10_000:
         parser.error("--agents must be within [2, 10000]")
