@@ -213,6 +213,11 @@ class MessageView(_Part):
         description="When the customer sent it, as the platform says (incoming messages). A "
         "chat's messages are listed in the platform's order, whatever order they arrived in.",
     )
+    sequence: int | None = Field(
+        default=None,
+        description="The platform's number of an incoming message within its chat, where the "
+        "platform numbers them (Telegram's message_id): orders messages sent in the same second.",
+    )
     edited_at: datetime | None = Field(
         default=None, description="When the customer last edited it, if they did."
     )

@@ -103,6 +103,7 @@ class Message(Base):
             created_at=self.created_at,
             author_agent_id=self.author_agent_id,
             sent_at=self.sent_at,
+            sequence=self.sequence,
             edited_at=self.edited_at,
             delivery_status=self.delivery_status,
             delivery_error=self.delivery_error,

@@ -175,6 +175,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
             ],
             created_at=inbound.received_at,
             sent_at=inbound.sent_at,
+            sequence=inbound.sequence,
         )
         views.append((view, agent_id, resolved))
         files.extend(
@@ -190,8 +191,8 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
                 "text": view.text,
                 "created_at": view.created_at,
                 "external_message_id": resolved.message.external_message_id,
-                "sent_at": resolved.message.sent_at,
-                "sequence": resolved.message.sequence,
+                "sent_at": view.sent_at,
+                "sequence": view.sequence,
             }
             for view, _, resolved in views
         ],

@@ -9,6 +9,8 @@ any of it.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from playwright.async_api import Browser, expect
 
@@ -145,3 +147,31 @@ async def test_an_agent_answers_a_telegram_chat_in_the_console(
         await opened.close()
     for console in (admin, anna, boris):
         await console.close()
+
+
+@pytest.mark.parametrize("product", ["embedded"], indirect=True)
+async def test_a_late_message_takes_its_telegram_place_live(
+    product: Product, fake_telegram: FakeTelegram, browser: Browser
+) -> None:
+    """The stream brings messages in the order they were stored; the console shows Telegram's."""
+    admin, anna, channel = await setup_desk(product, fake_telegram)
+    tab = await AgentTab.open(browser, product.gateway)
+    await tab.login(anna.me["username"], AGENT_PASSWORD)
+    await tab.go_active()
+    sent = int(time.time())
+    await post_update(product, channel["id"], telegram_update(1, "First", user_id=77, date=sent))
+    await tab.new_chats().get_by_role("button", name="Accept chat with Ivan Petrov").click()
+    await tab.active_chats().get_by_role("link").click()
+    await expect(tab.messages()).to_have_count(1)
+
+    # Telegram numbered them 2 and 3, in the same second; 3 reaches us first.
+    await post_update(product, channel["id"], telegram_update(3, "Third", user_id=77, date=sent))
+    await expect(tab.messages()).to_have_count(2)
+    await post_update(product, channel["id"], telegram_update(2, "Second", user_id=77, date=sent))
+    await expect(tab.messages().locator(".text")).to_have_text(["First", "Second", "Third"])
+    await tab.page.reload()  # and the server lists them the same way
+    await expect(tab.messages().locator(".text")).to_have_text(["First", "Second", "Third"])
+
+    await tab.close()
+    await admin.close()
+    await anna.close()

@@ -310,7 +310,7 @@ const ORDER = { pending: 0, sending: 0, sent: 1, delivered: 2, read: 3, failed: 
 
 function upsert(thread, message) {
   const at = thread.findIndex((m) => m.id === message.id);
-  if (at < 0) return [...thread, message];
+  if (at < 0) return placed(thread, message);
   const before = thread[at];
   // Statuses only move forward: a late "sent" does not undo "delivered".
   const keep =
@@ -319,6 +319,25 @@ function upsert(thread, message) {
     ORDER[before.delivery_status] > ORDER[message.delivery_status];
   const next = keep ? { ...message, delivery_status: before.delivery_status } : message;
   return thread.map((m, i) => (i === at ? next : m));
+}
+
+// A message new to the thread goes where the server lists it (services/chat/ordering.py): a
+// customer message that arrived late (the stream does not promise the platform's order) goes
+// just before the first customer message the platform numbers after it; others at the end.
+function placed(thread, message) {
+  const later =
+    message.direction === 'in'
+      ? thread.findIndex((m) => m.direction === 'in' && platformOrder(m, message) > 0)
+      : -1;
+  if (later < 0) return [...thread, message];
+  return [...thread.slice(0, later), message, ...thread.slice(later)];
+}
+
+function platformOrder(a, b) {
+  return (
+    time(a.sent_at || a.created_at) - time(b.sent_at || b.created_at) ||
+    (a.sequence || 0) - (b.sequence || 0)
+  );
 }
 
 function preview(message) {
