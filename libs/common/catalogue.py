@@ -28,6 +28,7 @@ SOURCES: dict[str, str] = {
     "chat.accepted": "routing",
     "chat.completed": "chat",
     "chat.completion_due": "routing",
+    "chat.customer_waiting": "chat",
     "chat.message_edited": "chat",
     "chat.message_received": "chat",
     "chat.message_status_changed": "chat",

@@ -250,6 +250,18 @@ class ChatMessageReceived(Event):
     message: MessageView
 
 
+class ChatCustomerWaiting(Event):
+    """A customer wrote to a chat that had no unanswered message: they wait for an answer from
+    now on. Said once per wait (a chat's first wait starts with `chat.opened`); the owner's
+    reply (`chat.reply_posted`) ends it."""
+
+    type = "chat.customer_waiting"
+
+    chat_id: str
+    agent_id: str | None = Field(description="The agent holding the chat (offered or owner).")
+    since: datetime = Field(description="When chatdesk got the first unanswered message.")
+
+
 class ChatMessageEdited(Event):
     """A customer edited a message of a chat: the message as it reads now."""
 

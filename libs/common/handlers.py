@@ -51,6 +51,7 @@ class Consumers:
     def __init__(self, service: str) -> None:
         self.service = service
         self._registered: list[_Registered] = []
+        self._retired: list[str] = []
         self._batches: list[_Batches] = []
 
     def on(self, *events: type[Event]) -> Callable[[TxHandler], TxHandler]:
@@ -77,7 +78,13 @@ class Consumers:
 
         return register
 
+    def retire(self, name: str) -> None:
+        """A handler this service had and has no more: its group's queue is removed."""
+        self._retired.append(name)
+
     def attach(self, bus: Bus, db: Database) -> None:
+        for name in self._retired:
+            bus.retire(f"{self.service}.{name}")
         for reg in self._registered:
             group = f"{self.service}.{reg.name}"
             runner: Callable[[Envelope], Awaitable[None]]

@@ -24,8 +24,10 @@ from services.chat.models import (
 def internal_router(db: Database) -> APIRouter:
     router = APIRouter(prefix="/internal")
 
-    async def load(session: AsyncSession, chat_id: str) -> Chat:
-        chat = await session.get(Chat, chat_id)
+    async def load(session: AsyncSession, chat_id: str, *, lock: bool = False) -> Chat:
+        """The chat; `lock`: locked until the transaction ends, for a change that depends on
+        what it reads (a reply ends the customer's wait that a message may be starting)."""
+        chat = await session.get(Chat, chat_id, with_for_update=lock)
         if chat is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown chat")
         return chat
@@ -72,7 +74,7 @@ def internal_router(db: Database) -> APIRouter:
     @router.post("/chats/{chat_id}/replies", status_code=status.HTTP_201_CREATED)
     async def post_reply(chat_id: str, reply: ReplyIn) -> MessageView:
         async with db.transaction() as session:
-            chat = await load(session, chat_id)
+            chat = await load(session, chat_id, lock=True)
             try:
                 return await service.post_reply(
                     session, chat, reply.agent_id, reply.text, reply.file
@@ -91,7 +93,7 @@ def internal_router(db: Database) -> APIRouter:
     @router.post("/chats/{chat_id}/complete")
     async def complete(chat_id: str, body: CompleteIn) -> ChatOut:
         async with db.transaction() as session:
-            chat = await load(session, chat_id)
+            chat = await load(session, chat_id, lock=True)
             await service.complete(session, chat, body.agent_id)
         return ChatOut.of(chat)
 

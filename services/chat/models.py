@@ -60,6 +60,10 @@ class Chat(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_message_preview: Mapped[str] = mapped_column(String(200), default="")
+    # The first customer message no reply has followed yet (null: answered). Its start is
+    # announced once (`chat.customer_waiting`), so that routing's reply timer needs no word of
+    # every message.
+    awaiting_reply_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class MergedContact(Base):

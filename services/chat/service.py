@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from libs.common.events import (
     ChatAccepted,
     ChatCompleted,
     ChatCompletionDue,
+    ChatCustomerWaiting,
     ChatMessageReceived,
     ChatMessageStatusChanged,
     ChatMessageUpdated,
@@ -56,24 +57,38 @@ def _conversation(resolved: InboundResolved) -> Conversation:
     return (resolved.contact_id, resolved.message.channel_id, resolved.message.external_chat_id)
 
 
+class OpenChat(NamedTuple):
+    id: str
+    agent_id: str | None
+    awaiting_reply_since: datetime | None
+
+
 async def _open_chats(
     session: AsyncSession, keys: set[Conversation]
-) -> dict[Conversation, tuple[str, str | None]]:
-    """The (id, agent id) of the open chat of each conversation that has one."""
+) -> dict[Conversation, OpenChat]:
+    """The open chat of each conversation that has one, locked until the transaction ends (in
+    id order, so that batches never wait on each other in a circle): whether its customer was
+    already waiting for a reply stays true until this batch's messages are in."""
     rows = await session.execute(
         select(
             CHATS.c.id,
             CHATS.c.agent_id,
+            CHATS.c.awaiting_reply_since,
             CHATS.c.contact_id,
             CHATS.c.channel_id,
             CHATS.c.external_chat_id,
-        ).where(
+        )
+        .where(
             tuple_(CHATS.c.contact_id, CHATS.c.channel_id, CHATS.c.external_chat_id).in_(keys),
             CHATS.c.status != "completed",
         )
+        .order_by(CHATS.c.id)
+        .with_for_update()
     )
     return {
-        (row.contact_id, row.channel_id, row.external_chat_id): (row.id, row.agent_id)
+        (row.contact_id, row.channel_id, row.external_chat_id): OpenChat(
+            row.id, row.agent_id, row.awaiting_reply_since
+        )
         for row in rows
     }
 
@@ -114,6 +129,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
     keys = {_conversation(r) for r in batch}
     chats = await _open_chats(session, keys)
     latest = {_conversation(r): r for r in batch}  # last one wins
+    earliest = {_conversation(r): r for r in reversed(batch)}  # first one wins
     opened: dict[Conversation, ChatOpened] = {}
     for first in batch:  # a customer's first message in the batch opens their chat
         key = _conversation(first)
@@ -141,6 +157,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
                         "external_chat_id": latest[key].message.external_chat_id,
                         "status": "new",
                         "opened_at": o.opened_at,
+                        "awaiting_reply_since": o.opened_at,
                         "last_message_at": latest[key].message.received_at,
                         "last_message_preview": _preview(latest[key]),
                     }
@@ -163,7 +180,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
         if key in opened:
             chat_id, agent_id = opened[key].chat_id, None
         else:
-            chat_id, agent_id = chats[key]
+            chat_id, agent_id, _ = chats[key]
         inbound = resolved.message
         view = MessageView(
             id=new_id(),
@@ -203,21 +220,18 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
             (v.model_copy(update={"attachments": [known[a.id] for a in v.attachments]}), a, x)
             for v, a, x in views
         ]
-    continued = [(chats[key][0], r) for key, r in latest.items() if key not in opened]
+    continued = [key for key in latest if key not in opened]
     if continued:
-        at = bindparam("at", type_=UTCDateTime)
         await session.execute(
-            update(CHATS)
-            .where(CHATS.c.id == bindparam("chat_id"))
-            .values(
-                last_message_at=case(
-                    (CHATS.c.last_message_at < at, at), else_=CHATS.c.last_message_at
-                ),
-                last_message_preview=bindparam("preview"),
-            ),
+            _CONTINUE,
             [
-                {"chat_id": chat_id, "at": r.message.received_at, "preview": _preview(r)}
-                for chat_id, r in continued
+                {
+                    "chat_id": chats[key].id,
+                    "at": latest[key].message.received_at,
+                    "preview": _preview(latest[key]),
+                    "first": earliest[key].message.received_at,
+                }
+                for key in continued
             ],
         )
     for view, agent_id, _ in views:
@@ -226,6 +240,27 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
             ChatMessageReceived(chat_id=view.chat_id, agent_id=agent_id, message=view),
             subject=view.chat_id,
         )
+    for key in continued:
+        chat = chats[key]
+        if chat.awaiting_reply_since is None:  # answered until now: a new wait starts
+            waiting = ChatCustomerWaiting(
+                chat_id=chat.id, agent_id=chat.agent_id, since=earliest[key].message.received_at
+            )
+            emit(session, waiting, subject=chat.id)
+
+
+_AT = bindparam("at", type_=UTCDateTime)
+_CONTINUE = (
+    update(CHATS)
+    .where(CHATS.c.id == bindparam("chat_id"))
+    .values(
+        last_message_at=case((CHATS.c.last_message_at < _AT, _AT), else_=CHATS.c.last_message_at),
+        last_message_preview=bindparam("preview"),
+        awaiting_reply_since=func.coalesce(
+            CHATS.c.awaiting_reply_since, bindparam("first", type_=UTCDateTime)
+        ),
+    )
+)
 
 
 def _preview(resolved: InboundResolved) -> str:
@@ -440,6 +475,7 @@ async def post_reply(
         attachments.append(attachment)
     chat.last_message_at = now
     chat.last_message_preview = preview(text, attachments)
+    chat.awaiting_reply_since = None
     await session.flush()
     view = message.view(attachments)
     emit(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from itertools import groupby
+from typing import cast
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.envelope import Envelope
 from libs.common.events import (
     ChatCompleted,
-    ChatMessageReceived,
+    ChatCustomerWaiting,
     ChatOpened,
     ChatReplyPosted,
     ContactMerged,
@@ -28,16 +31,21 @@ async def close_chat(session: AsyncSession, event: ChatCompleted, _: Envelope) -
     await service.close_chat(session, event)
 
 
-@consumers.on_batch(ChatMessageReceived)
-async def note_customer_message(
-    session: AsyncSession, batch: list[tuple[ChatMessageReceived, Envelope]]
+@consumers.on_batch(ChatCustomerWaiting, ChatReplyPosted)
+async def note_reply(
+    session: AsyncSession, batch: list[tuple[ChatCustomerWaiting | ChatReplyPosted, Envelope]]
 ) -> None:
-    await service.note_customer_messages(session, [event for event, _ in batch])
+    """A customer's wait for an answer starts and the owner's reply ends it: one queue for both,
+    so they apply in the order chat committed them."""
+    for kind, run in groupby((event for event, _ in batch), key=type):
+        if kind is ChatCustomerWaiting:
+            await service.note_waits(session, cast(list[ChatCustomerWaiting], list(run)))
+        else:
+            await service.note_replies(session, cast(list[ChatReplyPosted], list(run)))
 
 
-@consumers.on_batch(ChatReplyPosted)
-async def note_reply(session: AsyncSession, batch: list[tuple[ChatReplyPosted, Envelope]]) -> None:
-    await service.note_replies(session, [event for event, _ in batch])
+# Took every customer message before chat announced waits (`chat.customer_waiting`).
+consumers.retire("note_customer_message")
 
 
 @consumers.on(ContactMerged)

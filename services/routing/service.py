@@ -21,7 +21,7 @@ from libs.common.events import (
     ChatAccepted,
     ChatCompleted,
     ChatCompletionDue,
-    ChatMessageReceived,
+    ChatCustomerWaiting,
     ChatOfferExpired,
     ChatOpened,
     ChatQueued,
@@ -466,20 +466,19 @@ def _requeue(assignment: Assignment, queue_id: str, passed_over: str | None) -> 
     assignment.reply_due_at = assignment.complete_due_at = None
 
 
-async def note_customer_messages(
-    session: AsyncSession, received: Sequence[ChatMessageReceived]
-) -> None:
-    """A customer wrote: their wait for an answer starts (if it had not), the owner's reply
-    timer runs, and the chat is not idle."""
-    if not received:
+async def note_waits(session: AsyncSession, waits: Sequence[ChatCustomerWaiting]) -> None:
+    """A customer's wait for an answer started: the owner's reply timer runs, and the chat is
+    not idle."""
+    if not waits:
         return
-    timeouts = await _queue_settings(session, {r.chat_id for r in received})
+    timeouts = await _queue_settings(session, {w.chat_id for w in waits})
     rows = []
-    for r in received:
-        if r.chat_id in timeouts:
-            reply_timeout, _ = timeouts[r.chat_id]
-            at = r.message.created_at
-            rows.append({"c": r.chat_id, "at": at, "due": at + timedelta(seconds=reply_timeout)})
+    for w in waits:
+        if w.chat_id in timeouts:
+            reply_timeout, _ = timeouts[w.chat_id]
+            rows.append(
+                {"c": w.chat_id, "at": w.since, "due": w.since + timedelta(seconds=reply_timeout)}
+            )
     if not rows:
         return  # chats routing has not queued yet: queue_chats starts their wait
     await session.execute(

@@ -352,6 +352,27 @@ async def test_replicas_share_a_group_queue(rabbit: Buses) -> None:
     assert handled() == sorted(e.id for e in published)
 
 
+async def test_a_retired_group_s_queue_is_removed(rabbit: Buses) -> None:
+    old = rabbit.new()
+    old.subscribe("test.retired", ["chat.opened"], Recorder())
+    await old.start()
+    await old.stop()
+
+    upgraded = rabbit.new()
+    upgraded.retire("test.retired")
+    await upgraded.start()
+    await upgraded.publish([envelope("chat.opened")])  # nothing left to pile up in
+
+    connection = await aio_pika.connect(rabbit.amqp_url)
+    try:
+        for queue in ("test.retired", "test.retired.retry"):
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                await channel.declare_queue(f"{rabbit.exchange}.{queue}", passive=True)
+    finally:
+        await connection.close()
+
+
 async def test_publish_raises_when_the_bus_is_not_running(buses: Buses) -> None:
     bus = buses.new()
     with pytest.raises(RuntimeError):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 
 from libs.common.envelope import new_id, utcnow
-from libs.common.events import ChatMessageReceived, ChatReplyPosted, MessageView
+from libs.common.events import ChatCustomerWaiting, ChatReplyPosted, MessageView
 from services.routing import service
 from services.routing.models import Offer
 from services.routing.offers import lock_queues
@@ -27,10 +27,10 @@ def message(chat_id: str, direction: str, at: datetime | None = None) -> Message
 
 
 async def customer_writes(desk: Desk, chat_id: str) -> None:
+    """After the last reply (chat announces the wait that starts)."""
     async with desk.db.transaction() as session:
-        await service.note_customer_messages(
-            session,
-            [ChatMessageReceived(chat_id=chat_id, agent_id=None, message=message(chat_id, "in"))],
+        await service.note_waits(
+            session, [ChatCustomerWaiting(chat_id=chat_id, agent_id=None, since=utcnow())]
         )
 
 

@@ -35,6 +35,7 @@ class Bus(ABC):
         self.max_attempts = max_attempts
         self.retry_delay_s = retry_delay_s
         self.subscriptions: list[Subscription] = []
+        self.retired: list[str] = []
         self.started = False
 
     def subscribe(self, group: str, patterns: Sequence[str], handler: Handler) -> None:
@@ -43,6 +44,13 @@ class Bus(ABC):
         if any(s.group == group for s in self.subscriptions):
             raise ValueError(f"consumer group {group!r} is subscribed twice")
         self.subscriptions.append(Subscription(group, tuple(patterns), handler))
+
+    def retire(self, group: str) -> None:
+        """A consumer group that is no more: a transport whose queues outlive the process
+        removes its queue at start, or the queue's bindings would keep filling it."""
+        if self.started:
+            raise RuntimeError("retire before the bus starts: topology is declared at start")
+        self.retired.append(group)
 
     @abstractmethod
     async def start(self) -> None:

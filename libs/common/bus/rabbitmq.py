@@ -8,6 +8,7 @@ Topology, declared at start and readable off the code:
 - `<queue>.retry`: a handler that raised puts the message here with an expiration; it expires
   back into the group's queue. The attempt count travels in the `x-attempts` header.
 - `<queue>.dlq`, fed through the `<exchange>.dlx` direct exchange, after `max_attempts`.
+- A retired group's queue and retry queue are deleted at start (`Bus.retire`).
 
 Messages are persistent and published with confirms; a group's message is acked only after its
 handler returned, i.e. after the handler's transaction committed.
@@ -73,6 +74,8 @@ class RabbitBus(Bus):
         self._dlx = await self._publish_channel.declare_exchange(
             f"{self.exchange_name}.dlx", aio_pika.ExchangeType.DIRECT, durable=True
         )
+        for group in self.retired:
+            await self._remove(group)
         for sub in self.subscriptions:
             await self._consume(sub)
         self.started = True
@@ -107,6 +110,15 @@ class RabbitBus(Bus):
 
         tag = await queue.consume(on_message)
         self._consumers.append((channel, queue, tag))
+
+    async def _remove(self, group: str) -> None:
+        """Delete a retired group's queue and its retry queue; its dead letters stay for
+        whoever inspects them. Messages still in the queue go with it: their events were
+        meant for a handler that no longer exists."""
+        assert self._publish_channel
+        name = self.queue_name(group)
+        for queue in (name, f"{name}.retry"):
+            await self._publish_channel.queue_delete(queue)
 
     async def _handle(
         self, sub: Subscription, queue: str, message: AbstractIncomingMessage
