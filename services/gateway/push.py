@@ -24,7 +24,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import String, Table, bindparam, delete, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import after_commit, insert_ignore
@@ -243,15 +244,18 @@ def register(consumers: Consumers, hub: Hub) -> None:
 async def _lock_logs(session: AsyncSession, agent_ids: set[str]) -> None:
     """Hold these agents' logs until commit, so that their rows commit in the order of their ids.
 
-    In sorted order, so that two transactions never wait for each other. SQLite needs none: it
-    has one writer at a time.
+    One statement for all of them, taking the locks in the order of their keys (PostgreSQL
+    calls a volatile function of the select list after sorting), so that two transactions never
+    wait for each other. SQLite needs none: it has one writer at a time.
     """
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    for agent_id in sorted(agent_ids):
-        await session.execute(
-            select(func.pg_advisory_xact_lock(LOG_LOCKS, func.hashtext(agent_id)))
-        )
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_LOCK_LOGS, {"namespace": LOG_LOCKS, "agents": sorted(agent_ids)})
+
+
+_LOCK_LOGS = text(
+    "SELECT pg_advisory_xact_lock(:namespace, k)"
+    " FROM (SELECT DISTINCT hashtext(a) AS k FROM unnest(:agents) AS a) AS keys ORDER BY k"
+).bindparams(bindparam("agents", type_=ARRAY(String)))
 
 
 def in_sequence(frames: list[Frame], cursor: int) -> bool:
