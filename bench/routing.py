@@ -170,15 +170,13 @@ class Routing:
     def _heard(self) -> None:
         """Read what routing announced (what consoles would be pushed), as the relay would."""
         rows, self.db.committed[:] = list(self.db.committed), []
-        for _, raw in rows:
-            envelope = orjson.loads(raw)
-            data, kind = envelope["data"], envelope["type"]
-            key = (data.get("chat_id"), data.get("agent_id"))
+        for _, envelope in rows:
+            data, kind = envelope.data, envelope.type
             if kind == "chat.offered":
                 self.made += 1
-                self.offers[key] = None
+                self.offers[data["chat_id"], data["agent_id"]] = None
             elif kind in ("chat.offer_withdrawn", "chat.offer_expired", "chat.accepted"):
-                self.offers.pop(key, None)
+                self.offers.pop((data["chat_id"], data["agent_id"]), None)
 
     async def setup(self) -> None:
         async def create(session: Any) -> None:

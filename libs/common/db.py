@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
-from libs.common.envelope import utcnow
+from libs.common.envelope import Envelope, utcnow
 from libs.common.settings import Settings
 
 # How long the relay that an outbox row was written for may take to publish it before another
@@ -101,8 +101,8 @@ class Database:
         self.outbox = metadata.tables["outbox"]
         self.inbox = metadata.tables["processed_events"]
         # Outbox rows this process committed, (id, envelope), for its own relay to publish
-        # without reading them back; the flag wakes the relay.
-        self.committed: list[tuple[int, str]] = []
+        # without reading them back or parsing them again; the flag wakes the relay.
+        self.committed: list[tuple[int, Envelope]] = []
         self.outbox_written = asyncio.Event()
         self._write_lock: asyncio.Lock | None = None
         if settings.database_url:
@@ -145,17 +145,25 @@ class Database:
             if self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
             session = await stack.enter_async_context(self.sessions())
-            session.info.update(source=self.service, outbox_rows=[], after_commit=[])
+            session.info.update(source=self.service, outbox=[], after_commit=[])
             async with session.begin():
                 yield session
-                if outbox_rows := session.info["outbox_rows"]:
+                emitted: list[Envelope] = session.info["outbox"]
+                if emitted:
                     leased = utcnow() + OUTBOX_LEASE
                     ids = await session.scalars(
                         self._write_outbox,
-                        [{**row, "leased_until": leased} for row in outbox_rows],
+                        [
+                            {
+                                "envelope": e.to_bytes().decode(),
+                                "created_at": e.time,
+                                "leased_until": leased,
+                            }
+                            for e in emitted
+                        ],
                     )
-                    written = list(zip(ids, (row["envelope"] for row in outbox_rows), strict=True))
-        if outbox_rows:
+                    written = list(zip(ids, emitted, strict=True))
+        if emitted:
             if len(self.committed) < HANDOFF_LIMIT:
                 self.committed.extend(written)
             # else the relay is far behind: these wait for their lease to run out instead.

@@ -29,9 +29,7 @@ DELETE_AFTER_S = 0.25
 def emit(session: AsyncSession, event: Event, *, subject: str | None = None) -> Envelope:
     """Add `event` to the outbox of the `Database.transaction()` that `session` belongs to."""
     envelope = Envelope.wrap(event, source=session.info["source"], subject=subject)
-    session.info["outbox_rows"].append(
-        {"envelope": envelope.to_bytes().decode(), "created_at": envelope.time}
-    )
+    session.info["outbox"].append(envelope)
     return envelope
 
 
@@ -83,7 +81,7 @@ class OutboxRelay:
             rows = await self._take_over()
         if rows:
             try:
-                await self.bus.publish([Envelope.from_bytes(raw.encode()) for _, raw in rows])
+                await self.bus.publish([envelope for _, envelope in rows])
             except BaseException:
                 self.db.committed[:0] = rows  # still ours: try again
                 raise
@@ -98,7 +96,7 @@ class OutboxRelay:
             self._published = []
         return len(rows)
 
-    async def _take_over(self) -> list[tuple[int, str]]:
+    async def _take_over(self) -> list[tuple[int, Envelope]]:
         """Lease the rows whose lease ran out; other replicas' relays skip what is locked."""
         outbox = self.db.outbox
         now = utcnow()
@@ -116,4 +114,4 @@ class OutboxRelay:
                 .values(leased_until=now + OUTBOX_LEASE)
                 .returning(outbox.c.id, outbox.c.envelope)
             )
-            return sorted((id, envelope) for id, envelope in leased)
+            return [(id, Envelope.from_bytes(raw.encode())) for id, raw in sorted(leased)]

@@ -3,14 +3,13 @@ file may come before the message itself, or after it, or twice."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import Database
-from libs.common.envelope import new_id, utcnow
+from libs.common.envelope import Envelope, new_id, utcnow
 from libs.common.events import (
     Attachment,
     AttachmentFetched,
@@ -60,8 +59,8 @@ def stored(attachment: Attachment) -> AttachmentFetched:
 
 
 def emitted(session: AsyncSession, event_type: str) -> list[dict[str, Any]]:
-    envelopes = [json.loads(row["envelope"]) for row in session.info["outbox_rows"]]
-    return [e["data"] for e in envelopes if e["type"] == event_type]
+    envelopes: list[Envelope] = session.info["outbox"]
+    return [e.data for e in envelopes if e.type == event_type]
 
 
 async def test_a_report_after_the_message_updates_it_for_the_console(db: Database) -> None:

@@ -143,7 +143,7 @@ async def test_emit_writes_the_event_with_the_transaction(db: Database) -> None:
     assert before + OUTBOX_LEASE <= row.leased_until <= utcnow() + OUTBOX_LEASE, (
         "born leased to this process's relay"
     )
-    assert db.committed == [(row.id, row.envelope)], "handed to the relay after the commit"
+    assert db.committed == [(row.id, envelope)], "handed to the relay after the commit"
     assert db.outbox_written.is_set(), "the commit wakes the relay"
 
 
