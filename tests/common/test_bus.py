@@ -16,6 +16,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
+from libs.common.batching import GroupCommit
 from libs.common.bus import Bus, InMemoryBus, RabbitBus, topic_matches
 from libs.common.bus.rabbitmq import ATTEMPTS_HEADER
 from libs.common.envelope import Envelope
@@ -63,19 +64,19 @@ class Buses:
     exchange: str = field(default_factory=lambda: f"test-{uuid4().hex[:8]}")
     made: list[Bus] = field(default_factory=list)
 
-    def new(self) -> Bus:
+    def new(self, *, prefetch: int = 1) -> Bus:
         bus: Bus
         if self.transport == "memory":
             bus = InMemoryBus(max_attempts=MAX_ATTEMPTS, retry_delay_s=RETRY_DELAY_S)
         else:
-            # prefetch=1: a group handles one message at a time, so when it has seen the last
-            # message published it has seen every earlier one too.
+            # prefetch=1 unless a test wants more: a group handles one message at a time, so when
+            # it has seen the last message published it has seen every earlier one too.
             bus = RabbitBus(
                 self.amqp_url,
                 exchange=self.exchange,
                 max_attempts=MAX_ATTEMPTS,
                 retry_delay_s=RETRY_DELAY_S,
-                prefetch=1,
+                prefetch=prefetch,
             )
         self.made.append(bus)
         return bus
@@ -371,6 +372,125 @@ async def test_a_retired_group_s_queue_is_removed(rabbit: Buses) -> None:
                 await channel.declare_queue(f"{rabbit.exchange}.{queue}", passive=True)
     finally:
         await connection.close()
+
+
+async def redelivered(buses: Buses, group: str) -> list[Envelope]:
+    """What a new replica of `group` is given before an event published after it started: the
+    messages that earlier replicas left unacked."""
+    bus = buses.new()
+    recorder = Recorder()
+    bus.subscribe(group, ["chat.opened", SENTINEL], recorder)
+    await bus.start()
+    await bus.publish([envelope(SENTINEL)])
+    # Messages given back to the queue go out before those published later.
+    await eventually(lambda: SENTINEL in recorder.types, "the sentinel")
+    return [e for e in recorder.received if e.type != SENTINEL]
+
+
+async def test_acks_never_cover_a_message_still_being_handled(rabbit: Buses) -> None:
+    crashed_replica = rabbit.new(prefetch=10)
+    handled: list[Envelope] = []
+
+    async def first_hangs(envelope: Envelope) -> None:
+        if envelope.data["n"] == 0:
+            await asyncio.Event().wait()  # never returns, never acks
+        handled.append(envelope)
+
+    crashed_replica.subscribe("test.worker", ["chat.opened"], first_hangs)
+    await crashed_replica.start()
+    published = [envelope("chat.opened", n=i) for i in range(5)]
+    await crashed_replica.publish(published)
+    await eventually(lambda: len(handled) == 4, "the four after the first")
+    await crashed_replica.stop()
+
+    # The first one, delivered first, comes back: the acks of those after it did not cover it.
+    # They were acked nonetheless, a finished message does not wait for an earlier one's end.
+    assert await redelivered(rabbit, "test.worker") == [published[0]]
+
+
+async def test_acks_count_a_reopened_channel_s_deliveries_anew(rabbit: Buses) -> None:
+    bus = rabbit.new(prefetch=10)
+    handled: list[Envelope] = []
+
+    async def hangs_when_told(envelope: Envelope) -> None:
+        if envelope.data.get("hang"):
+            await asyncio.Event().wait()  # never returns, never acks
+        handled.append(envelope)
+
+    bus.subscribe("test.worker", ["chat.opened"], hangs_when_told)
+    await bus.start()
+    before = [envelope("chat.opened", n=i) for i in range(5)]
+    await bus.publish(before)
+    await eventually(lambda: len(handled) == 5, "the first five")
+    await asyncio.sleep(0.1)  # their acks go out
+
+    # A channel error (an ack of a tag never delivered) makes the broker close the consumer's
+    # channel; the robust channel reopens and consumes again, its delivery tags from 1 again.
+    assert isinstance(bus, RabbitBus)
+    [(channel, _, _)] = bus._consumers
+    reopened = asyncio.Event()
+    channel.reopen_callbacks.add(lambda *_: reopened.set())  # type: ignore[attr-defined]
+    await (await channel.get_underlay_channel()).basic_ack(delivery_tag=1_000)
+    await asyncio.wait_for(reopened.wait(), DEADLINE_S)
+
+    after = [envelope("chat.opened", n=5, hang=True), envelope("chat.opened", n=6)]
+    await bus.publish(after)
+    await eventually(lambda: len(handled) == 6, "the one after the hanging one")
+    await bus.stop()
+
+    assert handled == [*before, after[1]]
+    # Tag 2 of the new channel was acked, but not its tag 1, still being handled.
+    assert await redelivered(rabbit, "test.worker") == [after[0]]
+
+
+async def test_every_message_is_acked_once(rabbit: Buses) -> None:
+    bus = rabbit.new(prefetch=20)
+    out_of_order = [envelope("chat.opened", n=i) for i in range(100)]
+    in_order = [envelope("chat.opened", n=i) for i in range(100, 120)]  # a prefetch window
+    handled: list[Envelope] = []
+    the_rest_handled = asyncio.Event()
+    failed: list[Envelope] = []
+    arrived: list[Envelope] = []
+    all_arrived = asyncio.Event()
+
+    async def commit(batch: list[Envelope]) -> list[None]:
+        handled.extend(batch)
+        if len(handled) == len(out_of_order) - 1:
+            the_rest_handled.set()
+        return [None] * len(batch)
+
+    # Batches finish together, as the product's handlers do. In the first burst one message fails
+    # once (its retry copy is published before its ack) and the first one finishes last; the
+    # second burst is one batch, acked with one frame.
+    commits: GroupCommit[Envelope, None] = GroupCommit(commit, name="test.batches")
+
+    async def handler(envelope: Envelope) -> None:
+        if envelope == out_of_order[50] and not failed:
+            failed.append(envelope)
+            raise ConnectionError("database briefly unavailable")
+        if envelope == out_of_order[0]:
+            await asyncio.wait_for(the_rest_handled.wait(), DEADLINE_S)
+        if envelope in in_order:
+            arrived.append(envelope)
+            if len(arrived) == len(in_order):
+                all_arrived.set()
+            await asyncio.wait_for(all_arrived.wait(), DEADLINE_S)
+        await commits.submit(envelope)
+
+    bus.subscribe("test.batches", ["chat.opened"], handler)
+    await bus.start()
+    try:
+        await bus.publish(out_of_order)
+        await eventually(lambda: len(handled) == len(out_of_order), "the first burst")
+        await bus.publish(in_order)
+        await eventually(lambda: len(handled) == len(out_of_order + in_order), "the second")
+        await bus.stop()
+    finally:
+        await commits.stop()
+
+    # An ack of a tag already acked would have closed the channel: redeliveries, seen here.
+    assert sorted(e.id for e in handled) == sorted(e.id for e in out_of_order + in_order)
+    assert await redelivered(rabbit, "test.batches") == []
 
 
 async def test_publish_raises_when_the_bus_is_not_running(buses: Buses) -> None:

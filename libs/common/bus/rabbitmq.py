@@ -11,7 +11,8 @@ Topology, declared at start and readable off the code:
 - A retired group's queue and retry queue are deleted at start (`Bus.retire`).
 
 Messages are persistent and published with confirms; a group's message is acked only after its
-handler returned, i.e. after the handler's transaction committed.
+handler returned, i.e. after the handler's transaction committed. Acks are cumulative where they
+can be (`_Acker`): a group-commit batch's messages cost one ack frame, not one each.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
+import aiormq.abc
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -29,6 +31,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import ChannelInvalidStateError
 
 from libs.common.bus.base import Bus, Subscription
 from libs.common.envelope import Envelope
@@ -38,6 +41,73 @@ log = logging.getLogger(__name__)
 ATTEMPTS_HEADER = "x-attempts"
 # Broker-side redeliveries (consumer crashes) before a poison message is dead-lettered.
 DELIVERY_LIMIT = 10
+
+
+def _tag(message: AbstractIncomingMessage) -> int:
+    assert message.delivery_tag is not None  # consumed with manual acks: every delivery has one
+    return message.delivery_tag
+
+
+class _Acker:
+    """Acks the messages one channel delivered, cumulatively where it can.
+
+    `basic.ack` with `multiple` acks every unacked delivery up to its tag on the channel, so the
+    messages finished in one event-loop turn (a group-commit batch) cost one frame. It may cover
+    only finished messages: one still being handled bounds it, and the finished messages delivered
+    after that one are acked one by one, so that a slow handler neither stalls the group (a
+    prefetch window full of finished, unacked messages) nor gets them redelivered if the consumer
+    dies.
+
+    Delivery tags count one channel's deliveries from 1: a robust channel that reopens counts
+    anew, with a new acker, and a message is acked on the channel that delivered it or not at all
+    (closed, the channel gave its unacked messages back to the queue).
+    """
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self._next = 1  # the tag of the next delivery
+        # Delivered and not finished yet. A tag skipped on the way to a later one counts as
+        # unfinished until it shows up, so an ack never covers a message that was not handled. A
+        # message whose handler was cancelled (shutdown: its channel is closing) or whose
+        # republish raised stays here for good; the messages after it are acked one by one.
+        self._unfinished: set[int] = set()
+        self._finished: list[AbstractIncomingMessage] = []  # not acked yet
+        self._flusher: asyncio.Task[None] | None = None
+
+    def delivered(self, message: AbstractIncomingMessage) -> None:
+        tag = _tag(message)
+        self._unfinished.update(range(self._next, tag + 1))
+        self._next = max(self._next, tag + 1)
+
+    def finished(self, message: AbstractIncomingMessage) -> None:
+        """Ack `message` soon: its handler returned, or it was republished."""
+        self._unfinished.discard(_tag(message))
+        if self.channel.is_closed:
+            return  # the broker took its unacked messages back
+        self._finished.append(message)
+        if self._flusher is None:
+            # The task runs after the handlers already woken in this turn: the messages of a
+            # batch that committed together are acked together.
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._finished:
+                done, self._finished = self._finished, []
+                bound = min(self._unfinished, default=self._next)
+                below = [m for m in done if _tag(m) < bound]
+                if below:
+                    # Also covers those acked alone earlier. Its own tag was never acked, which
+                    # the broker requires (else a channel error).
+                    await max(below, key=_tag).ack(multiple=True)
+                for message in done:
+                    if _tag(message) > bound:
+                        await message.ack()
+        except Exception:
+            # The channel closed meanwhile: the broker redelivers whatever it did not ack.
+            log.warning("acks not sent", exc_info=True)
+        finally:
+            self._flusher = None
 
 
 class RabbitBus(Bus):
@@ -105,8 +175,18 @@ class RabbitBus(Bus):
         dlq = await channel.declare_queue(f"{name}.dlq", durable=True)
         await dlq.bind(self._dlx, routing_key=name)
 
+        acker: _Acker | None = None
+
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await self._handle(sub, name, message)
+            nonlocal acker
+            try:
+                delivered_on = message.channel
+            except ChannelInvalidStateError:
+                return  # closed since it delivered this message: the broker redelivers it
+            if acker is None or acker.channel is not delivered_on:
+                acker = _Acker(delivered_on)  # the first delivery, or the channel reopened
+            acker.delivered(message)
+            await self._handle(sub, name, message, acker)
 
         tag = await queue.consume(on_message)
         self._consumers.append((channel, queue, tag))
@@ -121,7 +201,7 @@ class RabbitBus(Bus):
             await self._publish_channel.queue_delete(queue)
 
     async def _handle(
-        self, sub: Subscription, queue: str, message: AbstractIncomingMessage
+        self, sub: Subscription, queue: str, message: AbstractIncomingMessage, acker: _Acker
     ) -> None:
         previous = (message.headers or {}).get(ATTEMPTS_HEADER, 0)
         attempts = (previous if isinstance(previous, int) else 0) + 1
@@ -152,7 +232,7 @@ class RabbitBus(Bus):
                     attempts,
                     expiration=self.retry_delay_s,
                 )
-        await message.ack()
+        acker.finished(message)
 
     async def _republish(
         self,
