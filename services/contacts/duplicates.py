@@ -84,17 +84,20 @@ class _NameQuery:
     """One searched name key, as the index looks it up."""
 
     full: list[str]  # its indexed words
-    spellings: dict[str, set[int]]  # every spelling looked up -> the words it stands for
     one_word: bool  # one-word names are compared with one-word names only
 
     @classmethod
     def of(cls, key: str) -> _NameQuery:
-        full = indexed_words(key)
+        return cls(indexed_words(key), len(key.split()) == 1)
+
+    @functools.cached_property
+    def spellings(self) -> dict[str, set[int]]:
+        """Every spelling looked up -> the words it stands for."""
         spellings: dict[str, set[int]] = defaultdict(set)
-        for i, word in enumerate(full):
+        for i, word in enumerate(self.full):
             for spelling in _near_spellings(word):
                 spellings[spelling].add(i)
-        return cls(full, spellings, len(key.split()) == 1)
+        return spellings
 
     def words_range(self) -> tuple[int, int]:
         """The `name_words.words` a candidate may have."""
@@ -105,37 +108,47 @@ MAX_WORDS = 32767  # `name_words.words` is a smallint
 
 
 @functools.lru_cache(maxsize=20_000)
-def _near_spellings(word: str) -> frozenset[str]:
+def _near_spellings(word: str) -> tuple[str, ...]:
     """`near_spellings`, kept: first names and common surnames come again and again."""
-    return frozenset(near_spellings(word))
+    return tuple(near_spellings(word))
 
 
 # The name lookup of many names at once, grouped in the database (the rows of common words stay
-# there). Built once: its cache key is then computed once, not per search.
-_LOOKUP = (
+# there). Each distinct word of the batch is sent with its spellings once (`_SPELLED`), and each
+# name as its words (`_ASKED`). Built once: its cache key is then computed once, not per search.
+_SPELLED = (
     func.unnest(
         bindparam("spellings", type_=ARRAY(String)),
+        bindparam("spelled_words", type_=ARRAY(Integer)),
+    )
+    .table_valued("spelling", "word")
+    .render_derived(with_types=False)
+)
+_ASKED = (
+    func.unnest(
+        bindparam("words", type_=ARRAY(Integer)),
         bindparam("word_indexes", type_=ARRAY(Integer)),
         bindparam("queries", type_=ARRAY(Integer)),
         bindparam("full_counts", type_=ARRAY(Integer)),
         bindparam("min_words", type_=ARRAY(Integer)),
         bindparam("max_words", type_=ARRAY(Integer)),
     )
-    .table_valued("spelling", "word_index", "query", "full_count", "min_words", "max_words")
+    .table_valued("word", "word_index", "query", "full_count", "min_words", "max_words")
     .render_derived(with_types=False)
 )
-_MATCHED = func.count(_LOOKUP.c.word_index.distinct())
+_MATCHED = func.count(_ASKED.c.word_index.distinct())
 # Two words in common, or all the words of a name that has fewer.
-_NEEDED = func.least(2, func.min(_LOOKUP.c.full_count), func.max(NAME_WORDS.c.full_words))
+_NEEDED = func.least(2, func.min(_ASKED.c.full_count), func.max(NAME_WORDS.c.full_words))
 _GROUPED = (
     select(
-        _LOOKUP.c.query,
+        _ASKED.c.query,
         NAME_WORDS.c.contact_id,
         _MATCHED.label("matched"),
     )
-    .join(_LOOKUP, NAME_WORDS.c.word == _LOOKUP.c.spelling)
-    .where(NAME_WORDS.c.words.between(_LOOKUP.c.min_words, _LOOKUP.c.max_words))
-    .group_by(_LOOKUP.c.query, NAME_WORDS.c.contact_id)
+    .join(_SPELLED, NAME_WORDS.c.word == _SPELLED.c.spelling)
+    .join(_ASKED, _ASKED.c.word == _SPELLED.c.word)
+    .where(NAME_WORDS.c.words.between(_ASKED.c.min_words, _ASKED.c.max_words))
+    .group_by(_ASKED.c.query, NAME_WORDS.c.contact_id)
     .having(_MATCHED >= _NEEDED)
     .subquery()
 )
@@ -171,20 +184,26 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
         columns: dict[str, list[Any]] = {
             name: []
             for name in (
-                "spellings", "word_indexes", "queries", "full_counts", "min_words", "max_words"
+                "spellings", "spelled_words", "words", "word_indexes", "queries", "full_counts",
+                "min_words", "max_words",
             )
         }  # fmt: skip
+        numbers: dict[str, int] = {}  # each distinct word -> its number in the statement
         for i in wanted:
             query = queries[i]
             low, high = query.words_range()
-            pairs = [(s, index) for s, indexes in query.spellings.items() for index in indexes]
-            columns["spellings"] += [s for s, _ in pairs]
-            columns["word_indexes"] += [index for _, index in pairs]
-            for name, value in (
-                ("queries", i), ("full_counts", len(query.full)), ("min_words", low),
-                ("max_words", high),
-            ):  # fmt: skip
-                columns[name] += [value] * len(pairs)
+            for index, word in enumerate(query.full):
+                number = numbers.get(word)
+                if number is None:
+                    number = numbers[word] = len(numbers)
+                    spellings = _near_spellings(word)
+                    columns["spellings"] += spellings
+                    columns["spelled_words"] += [number] * len(spellings)
+                for name, value in (
+                    ("words", number), ("word_indexes", index), ("queries", i),
+                    ("full_counts", len(query.full)), ("min_words", low), ("max_words", high),
+                ):  # fmt: skip
+                    columns[name].append(value)
         for row in await session.execute(_BY_NAMES_PG, columns):
             found[row.query][row.id] = _profile(row)
         return found
