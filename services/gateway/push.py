@@ -220,12 +220,7 @@ def register(consumers: Consumers, hub: Hub) -> None:
             return
         agent_ids = {row["agent_id"] for row in rows}
         await _lock_logs(session, agent_ids)
-        latest = await session.execute(
-            select(EVENTS.c.agent_id, func.max(EVENTS.c.id))
-            .where(EVENTS.c.agent_id.in_(agent_ids))
-            .group_by(EVENTS.c.agent_id)
-        )
-        newest: dict[str, int] = {agent_id: id for agent_id, id in latest}
+        newest = await _newest(session, agent_ids)
         inserted = await session.execute(
             insert_ignore(
                 session, EVENTS, EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
@@ -251,6 +246,24 @@ async def _lock_logs(session: AsyncSession, agent_ids: set[str]) -> None:
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(_LOCK_LOGS, {"namespace": LOG_LOCKS, "agents": sorted(agent_ids)})
 
+
+async def _newest(session: AsyncSession, agent_ids: set[str]) -> dict[str, int]:
+    """Each agent's newest row in the log, if it has any."""
+    if session.get_bind().dialect.name == "postgresql":
+        rows = await session.execute(_NEWEST_PG, {"agents": sorted(agent_ids)})
+    else:
+        rows = await session.execute(
+            select(EVENTS.c.agent_id, func.max(EVENTS.c.id))
+            .where(EVENTS.c.agent_id.in_(agent_ids))
+            .group_by(EVENTS.c.agent_id)
+        )
+    return {agent_id: id for agent_id, id in rows if id is not None}
+
+
+# One index probe per agent: grouped by agent, PostgreSQL would read each agent's whole log.
+_NEWEST_PG = text(
+    "SELECT a, (SELECT max(id) FROM agent_events WHERE agent_id = a) FROM unnest(:agents) AS a"
+).bindparams(bindparam("agents", type_=ARRAY(String)))
 
 _LOCK_LOGS = text(
     "SELECT pg_advisory_xact_lock(:namespace, k)"
