@@ -17,7 +17,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from libs.common.batching import GroupCommit
-from libs.common.bus import Bus, InMemoryBus, RabbitBus, topic_matches
+from libs.common.bus import Bus, Handler, InMemoryBus, RabbitBus, topic_matches
 from libs.common.bus.rabbitmq import ATTEMPTS_HEADER
 from libs.common.envelope import Envelope
 from tests.support.backends import Servers
@@ -387,14 +387,22 @@ async def redelivered(buses: Buses, group: str) -> list[Envelope]:
     return [e for e in recorder.received if e.type != SENTINEL]
 
 
+def hanging(when: Callable[[Envelope], bool], handled: list[Envelope]) -> Handler:
+    """A handler that never returns (never acks) the envelopes `when` picks, and records the
+    others."""
+
+    async def handle(envelope: Envelope) -> None:
+        if when(envelope):
+            await asyncio.Event().wait()
+        handled.append(envelope)
+
+    return handle
+
+
 async def test_acks_never_cover_a_message_still_being_handled(rabbit: Buses) -> None:
     crashed_replica = rabbit.new(prefetch=10)
     handled: list[Envelope] = []
-
-    async def first_hangs(envelope: Envelope) -> None:
-        if envelope.data["n"] == 0:
-            await asyncio.Event().wait()  # never returns, never acks
-        handled.append(envelope)
+    first_hangs = hanging(lambda e: e.data["n"] == 0, handled)
 
     crashed_replica.subscribe("test.worker", ["chat.opened"], first_hangs)
     await crashed_replica.start()
@@ -411,11 +419,7 @@ async def test_acks_never_cover_a_message_still_being_handled(rabbit: Buses) -> 
 async def test_acks_count_a_reopened_channel_s_deliveries_anew(rabbit: Buses) -> None:
     bus = rabbit.new(prefetch=10)
     handled: list[Envelope] = []
-
-    async def hangs_when_told(envelope: Envelope) -> None:
-        if envelope.data.get("hang"):
-            await asyncio.Event().wait()  # never returns, never acks
-        handled.append(envelope)
+    hangs_when_told = hanging(lambda e: bool(e.data.get("hang")), handled)
 
     bus.subscribe("test.worker", ["chat.opened"], hangs_when_told)
     await bus.start()
