@@ -20,6 +20,11 @@ def form(tab: AgentTab, title: str) -> Locator:
     return tab.page.get_by_role("form", name=title)
 
 
+async def admin_section(tab: AgentTab, name: str) -> None:
+    nav = tab.page.get_by_role("navigation", name="Administration")
+    await nav.get_by_role("link", name=name).click()
+
+
 @pytest.mark.parametrize("product", ["embedded"], indirect=True)
 async def test_a_supervisor_sets_up_agents_queues_and_channels(
     product: Product, fake_telegram: FakeTelegram, browser: Browser
@@ -70,11 +75,7 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
     await tab.screenshot("admin-agents")
 
     # Queues: the form is the API's, agents to pick included.
-    await (
-        page.get_by_role("navigation", name="Administration")
-        .get_by_role("link", name="Queues")
-        .click()
-    )
+    await admin_section(tab, "Queues")
     new_queue = form(tab, "New queue")
     await new_queue.get_by_role("button", name="Create").click()  # without a name
     await expect(new_queue.locator("#field-form-new-queue-name-error")).to_have_text(
@@ -95,11 +96,7 @@ async def test_a_supervisor_sets_up_agents_queues_and_channels(
 
     # Channels: Telegram refuses a token, and the form says so; then a good one, edited and
     # deactivated.
-    await (
-        page.get_by_role("navigation", name="Administration")
-        .get_by_role("link", name="Channels")
-        .click()
-    )
+    await admin_section(tab, "Channels")
     new_channel = form(tab, "New Telegram channel")
     refused = new_bot_token()
     fake_telegram.refused_tokens.add(refused)

@@ -39,18 +39,31 @@ async def blobs(tmp_path: Path) -> DirectoryBlobStore:
     return DirectoryBlobStore(tmp_path / "blobs")
 
 
+def new_fetcher(
+    db: Database,
+    blobs: DirectoryBlobStore,
+    bots: TelegramBots,
+    *,
+    attempts: int = 3,
+    **options: Any,
+) -> fetching.Fetcher:
+    """A fetcher of Telegram files (the fake Bot API) that retries quickly; `options` are the
+    Fetcher's own (`cache` replaces the default channel cache)."""
+    return fetching.Fetcher(
+        db,
+        blobs,
+        options.pop("cache", None) or ChannelCache(db),
+        {"telegram": TelegramFiles(bots)},
+        RetryPolicy(attempts=attempts, backoff_s=0.05),
+        limit=1024 * 1024,
+        **options,
+    )
+
+
 @pytest.fixture
 async def fetcher(db: Database, blobs: DirectoryBlobStore) -> AsyncIterator[fetching.Fetcher]:
     bots = TelegramBots()
-    worker = fetching.Fetcher(
-        db,
-        blobs,
-        ChannelCache(db, ttl_s=0),
-        {"telegram": TelegramFiles(bots)},
-        RetryPolicy(attempts=3, backoff_s=0.05),
-        limit=1024 * 1024,
-        poll_s=0.1,
-    )
+    worker = new_fetcher(db, blobs, bots, cache=ChannelCache(db, ttl_s=0), poll_s=0.1)
     await worker.start()
     yield worker
     await worker.stop()
@@ -112,17 +125,7 @@ async def test_many_files_are_leased_in_batches_and_each_reported_once(
     db: Database, channel: Channel, fake_telegram: FakeTelegram, blobs: DirectoryBlobStore
 ) -> None:
     bots = TelegramBots()
-    worker = fetching.Fetcher(
-        db,
-        blobs,
-        ChannelCache(db),
-        {"telegram": TelegramFiles(bots)},
-        RetryPolicy(attempts=3, backoff_s=0.05),
-        limit=1024 * 1024,
-        concurrency=3,
-        batch=5,
-        poll_s=0.1,
-    )
+    worker = new_fetcher(db, blobs, bots, concurrency=3, batch=5, poll_s=0.1)
     files = [
         Attachment(kind="photo", platform_file_id=fake_telegram.add_file(JPEG, "photos", "jpg"))
         for _ in range(12)
@@ -229,14 +232,7 @@ async def test_a_download_interrupted_by_shutdown_is_handed_back(
     file_id = fake_telegram.add_file(JPEG, "photos", "jpg")
     fake_telegram.delays["download"] = 2  # long enough to stop the worker mid-download
     bots = TelegramBots()
-    worker = fetching.Fetcher(
-        db,
-        blobs,
-        ChannelCache(db),
-        {"telegram": TelegramFiles(bots)},
-        RetryPolicy(attempts=3, backoff_s=0.05),
-        limit=1024 * 1024,
-    )
+    worker = new_fetcher(db, blobs, bots)
     await worker.start()
     attachment = Attachment(kind="photo", platform_file_id=file_id)
     async with db.transaction() as session:
@@ -261,14 +257,8 @@ async def test_a_store_that_keeps_failing_fails_the_file_in_the_end(
     not_a_folder = tmp_path / "occupied"
     not_a_folder.write_text("a file where the store's folder should be")
     bots = TelegramBots()
-    worker = fetching.Fetcher(
-        db,
-        DirectoryBlobStore(not_a_folder / "blobs"),
-        ChannelCache(db),
-        {"telegram": TelegramFiles(bots)},
-        RetryPolicy(attempts=2, backoff_s=0.05),
-        limit=1024 * 1024,
-        poll_s=0.1,
+    worker = new_fetcher(
+        db, DirectoryBlobStore(not_a_folder / "blobs"), bots, attempts=2, poll_s=0.1
     )
     await worker.start()
     file_id = fake_telegram.add_file(JPEG, "photos", "jpg")
