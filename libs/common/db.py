@@ -46,6 +46,8 @@ from libs.common.settings import Settings
 OUTBOX_LEASE = timedelta(seconds=30)
 # Committed rows kept in memory for the relay at most; beyond, rows wait for their lease to run out.
 HANDOFF_LIMIT = 50_000
+# Prepared statements kept per PostgreSQL connection (SQLAlchemy's asyncpg adapter).
+PREPARED_STATEMENTS = 2000
 
 
 # JSON columns (event payloads, attachments) through orjson rather than the stdlib's json.
@@ -107,6 +109,10 @@ class Database:
         self._write_lock: asyncio.Lock | None = None
         if settings.database_url:
             url = make_url(settings.database_url).set(drivername="postgresql+asyncpg")
+            # Batched inserts with RETURNING are rendered as one multi-row VALUES per batch size,
+            # so a hot statement has dozens of texts: with the default 100 prepared statements
+            # per connection they evicted each other and were parsed and planned again.
+            url = url.update_query_dict({"prepared_statement_cache_size": str(PREPARED_STATEMENTS)})
             self.engine = create_async_engine(
                 url,
                 pool_size=settings.db_pool_size,
