@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -28,14 +28,21 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    any_,
+    bindparam,
     event,
+    func,
     insert,
+    select,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Result, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from libs.common.envelope import Envelope, utcnow
@@ -130,9 +137,6 @@ class Database:
             # SQLite has one writer per file; queueing writers here beats "database is locked".
             self._write_lock = asyncio.Lock()
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write_outbox = insert(self.outbox).returning(
-            self.outbox.c.id, sort_by_parameter_order=True
-        )
 
     @property
     def is_postgres(self) -> bool:
@@ -157,8 +161,9 @@ class Database:
                 emitted: list[Envelope] = session.info["outbox"]
                 if emitted:
                     leased = utcnow() + OUTBOX_LEASE
-                    ids = await session.scalars(
-                        self._write_outbox,
+                    ids = await insert_rows(
+                        session,
+                        self.outbox,
                         [
                             {
                                 "envelope": e.to_bytes().decode(),
@@ -167,8 +172,10 @@ class Database:
                             }
                             for e in emitted
                         ],
+                        self.outbox.c.id,
                     )
-                    written = list(zip(ids, emitted, strict=True))
+                    # Ids grow in the order the rows were given (see `insert_rows`).
+                    written = list(zip(sorted(ids.scalars()), emitted, strict=True))
         if emitted:
             if len(self.committed) < HANDOFF_LIMIT:
                 self.committed.extend(written)
@@ -228,6 +235,73 @@ def insert_ignore(session: AsyncSession, table: Table, *returning: Any) -> Inser
             stmt = stmt.returning(*returning)
         _IGNORING[key] = stmt
     return stmt
+
+
+# Batched statements on PostgreSQL take their rows and lists as arrays, so that one statement text
+# serves every batch size: a multi-row VALUES or an `IN (...)` list is a new text for each
+# length, prepared (parsed and planned) anew on every connection that meets it.
+_UNNESTED: dict[tuple[Table, tuple[str, ...], tuple[Any, ...], bool], Insert] = {}
+
+
+async def insert_rows(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *returning: Any,
+    ignore_conflicts: bool = False,
+) -> Result[*tuple[Any, ...]]:
+    """INSERT `rows` (dicts with the same keys) in one statement, RETURNING `returning` if any,
+    skipping rows that conflict if `ignore_conflicts`. Rows are inserted in the order given, so
+    a serial key grows along them; the rows returned may come in any order."""
+    if not on_postgres(session):
+        plain = insert_ignore(session, table, *returning) if ignore_conflicts else insert(table)
+        if returning and not ignore_conflicts:
+            plain = plain.returning(*returning)
+        return await session.execute(plain, list(rows))
+    columns = tuple(rows[0])
+    key = (table, columns, returning, ignore_conflicts)
+    stmt = _UNNESTED.get(key)
+    if stmt is None:
+        arrays = [bindparam(c, type_=postgresql.ARRAY(table.c[c].type)) for c in columns]
+        given = (
+            func.unnest(*arrays)
+            .table_valued(*columns, with_ordinality="ordinality")
+            .render_derived(name="given")
+        )
+        ordered = select(*(given.c[c] for c in columns)).order_by(given.c.ordinality)
+        stmt = postgresql.insert(table).from_select(columns, ordered)
+        if ignore_conflicts:
+            stmt = stmt.on_conflict_do_nothing()
+        if returning:
+            stmt = stmt.returning(*returning)
+        _UNNESTED[key] = stmt
+    arrays_of = {c: [row[c] for row in rows] for c in columns}
+    return await session.execute(stmt, arrays_of)
+
+
+def on_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def any_of(postgres: bool, column: Any, values: Collection[Any] | str) -> ColumnElement[bool]:
+    """`column IN values`, written `column = ANY(array)` on PostgreSQL: one text for any length.
+    `values` is the list itself, or the name of a parameter that brings it at execution."""
+    name, value = (values, None) if isinstance(values, str) else (None, list(values))
+    if postgres:
+        array = bindparam(name, value, type_=postgresql.ARRAY(column.type))
+        return column == any_(array)
+    return column.in_(bindparam(name, value, expanding=True))
+
+
+def any_key_of(
+    postgres: bool, columns: Sequence[Any], keys: Collection[tuple[Any, ...]]
+) -> ColumnElement[bool]:
+    """`(columns) IN keys`; on PostgreSQL each column against its own values (`any_of`), which
+    also matches mixed combinations of them: the caller drops the rows whose key it did not ask
+    for. Suits keys that differ in one column or two, with an index over the columns."""
+    if postgres:
+        return and_(*(any_of(True, c, {k[i] for k in keys}) for i, c in enumerate(columns)))
+    return tuple_(*columns).in_(keys)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
 from libs.common.bus import Bus
-from libs.common.db import Database, insert_ignore
+from libs.common.db import Database, insert_rows
 from libs.common.envelope import EVENT_TYPES, Envelope, Event, utcnow
 from libs.common.logs import log_context
 
@@ -125,11 +125,14 @@ class _Batches:
         now = utcnow()
         events = [e.parse(EVENT_TYPES[e.type]) for e in batch]
         async with self.db.transaction() as session:
-            recorded = await session.scalars(
-                insert_ignore(session, self.db.inbox, self.db.inbox.c.event_id),
+            recorded = await insert_rows(
+                session,
+                self.db.inbox,
                 [{"event_id": e.id, "consumer": self.group, "processed_at": now} for e in batch],
+                self.db.inbox.c.event_id,
+                ignore_conflicts=True,
             )
-            new = set(recorded)
+            new = set(recorded.scalars())
             fresh: list[tuple[Event, Envelope]] = []
             for envelope, event in zip(batch, events, strict=True):
                 if envelope.id in new:

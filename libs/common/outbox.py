@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import logging
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus
-from libs.common.db import OUTBOX_LEASE, Database
+from libs.common.db import OUTBOX_LEASE, Database, any_of
 from libs.common.envelope import Envelope, Event, utcnow
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,7 @@ class OutboxRelay:
         self._published: list[int] = []
         self._published_since = 0.0
         self._next_poll = 0.0
-        outbox = db.outbox
-        self._delete = delete(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+        self._delete = delete(db.outbox).where(any_of(db.is_postgres, db.outbox.c.id, "ids"))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, case, func, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import UTCDateTime, insert_ignore, upsertable
+from libs.common.db import UTCDateTime, any_key_of, any_of, insert_ignore, on_postgres, upsertable
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     Attachment,
@@ -45,6 +45,7 @@ class ChatClosed(Exception):
 
 
 CHATS = cast(Table, Chat.__table__)
+CONVERSATION = (CHATS.c.contact_id, CHATS.c.channel_id, CHATS.c.external_chat_id)
 MESSAGES = cast(Table, Message.__table__)
 FILES = cast(Table, MessageFile.__table__)
 MERGED = cast(Table, MergedContact.__table__)
@@ -79,18 +80,19 @@ async def _open_chats(
             CHATS.c.external_chat_id,
         )
         .where(
-            tuple_(CHATS.c.contact_id, CHATS.c.channel_id, CHATS.c.external_chat_id).in_(keys),
+            any_key_of(on_postgres(session), CONVERSATION, keys),
             CHATS.c.status != "completed",
         )
         .order_by(CHATS.c.id)
         .with_for_update()
     )
-    return {
+    open_chats = {
         (row.contact_id, row.channel_id, row.external_chat_id): OpenChat(
             row.id, row.agent_id, row.awaiting_reply_since
         )
         for row in rows
     }
+    return {key: chat for key, chat in open_chats.items() if key in keys}
 
 
 async def _to_survivors(
@@ -100,7 +102,9 @@ async def _to_survivors(
     merged = {
         row.merged_id: row
         for row in await session.execute(
-            select(MERGED).where(MERGED.c.merged_id.in_({r.contact_id for r in batch}))
+            select(MERGED).where(
+                any_of(on_postgres(session), MERGED.c.merged_id, {r.contact_id for r in batch})
+            )
         )
     }
     if not merged:

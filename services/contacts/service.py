@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import insert_ignore
+from libs.common.db import any_key_of, insert_ignore, on_postgres
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     ContactCreated,
@@ -35,6 +35,7 @@ from services.contacts.names import indexed_words, name_key
 
 CONTACTS = cast(Table, Contact.__table__)
 IDENTITIES = cast(Table, Identity.__table__)
+IDENTITY = (IDENTITIES.c.platform, IDENTITIES.c.external_user_id, IDENTITIES.c.channel_id)
 POINTS = cast(Table, ContactPoint.__table__)
 NAME_WORDS = cast(Table, NameWord.__table__)
 
@@ -70,15 +71,13 @@ async def _contacts_of(
             CONTACTS.c.name,
         )
         .join(CONTACTS, IDENTITIES.c.contact_id == CONTACTS.c.id)
-        .where(
-            tuple_(
-                IDENTITIES.c.platform, IDENTITIES.c.external_user_id, IDENTITIES.c.channel_id
-            ).in_(keys)
-        )
+        .where(any_key_of(on_postgres(session), IDENTITY, keys))
     )
     found: dict[Key, tuple[str, str]] = {}
     for r in rows:
         key = (r.platform, r.external_user_id, r.channel_id)
+        if key not in keys:
+            continue  # another combination of the keys' parts
         found[key] = (r.id, r.name)
         if unreachable is not None and r.unreachable_since is not None:
             unreachable[key] = r.unreachable_since
@@ -199,11 +198,7 @@ async def _reachable_again(
     if back:
         await session.execute(
             update(IDENTITIES)
-            .where(
-                tuple_(
-                    IDENTITIES.c.platform, IDENTITIES.c.external_user_id, IDENTITIES.c.channel_id
-                ).in_(back)
-            )
+            .where(tuple_(*IDENTITY).in_(back))
             .values(unreachable_since=None, unreachable_reason=None)
         )
 

@@ -28,7 +28,7 @@ from sqlalchemy import String, Table, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import after_commit, insert_ignore
+from libs.common.db import after_commit, any_of, insert_rows, on_postgres
 from libs.common.envelope import Envelope, Event
 from libs.common.events import (
     AgentStatusChanged,
@@ -136,7 +136,9 @@ async def _holders(session: AsyncSession, chat_ids: set[str]) -> dict[str, set[s
     held: dict[str, set[str]] = defaultdict(set)
     if chat_ids:
         rows = await session.execute(
-            select(HOLDERS.c.chat_id, HOLDERS.c.agent_id).where(HOLDERS.c.chat_id.in_(chat_ids))
+            select(HOLDERS.c.chat_id, HOLDERS.c.agent_id).where(
+                any_of(on_postgres(session), HOLDERS.c.chat_id, chat_ids)
+            )
         )
         for chat_id, agent_id in rows:
             held[chat_id].add(agent_id)
@@ -148,10 +150,12 @@ async def _save_holders(
 ) -> None:
     if not changed:
         return
-    await session.execute(delete(HOLDERS).where(HOLDERS.c.chat_id.in_(changed)))
+    await session.execute(
+        delete(HOLDERS).where(any_of(on_postgres(session), HOLDERS.c.chat_id, changed))
+    )
     rows = [{"chat_id": c, "agent_id": a} for c in changed for a in holders[c]]
     if rows:
-        await session.execute(insert_ignore(session, HOLDERS), rows)
+        await insert_rows(session, HOLDERS, rows, ignore_conflicts=True)
 
 
 def _recipients(event: Event, holders: dict[str, set[str]], changed: set[str]) -> set[str]:
@@ -221,11 +225,14 @@ def register(consumers: Consumers, hub: Hub) -> None:
         agent_ids = {row["agent_id"] for row in rows}
         await _lock_logs(session, agent_ids)
         newest = await _newest(session, agent_ids)
-        inserted = await session.execute(
-            insert_ignore(
-                session, EVENTS, EVENTS.c.id, EVENTS.c.source_event_id, EVENTS.c.agent_id
-            ),
+        inserted = await insert_rows(
+            session,
+            EVENTS,
             rows,
+            EVENTS.c.id,
+            EVENTS.c.source_event_id,
+            EVENTS.c.agent_id,
+            ignore_conflicts=True,
         )
         by_source = {(r["source_event_id"], r["agent_id"]): r for r in rows}
         frames = []

@@ -11,7 +11,7 @@ from sqlalchemy import Table, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
-from libs.common.db import Database, after_commit, insert_ignore
+from libs.common.db import Database, after_commit, insert_ignore, insert_rows
 from libs.common.envelope import utcnow
 from libs.common.events import (
     ChatReplyPosted,
@@ -50,12 +50,14 @@ def inbound_commits(db: Database, files_waiting: Callable[[], None] = _nothing) 
     async def accept(batch: list[tuple[str, Inbound]]) -> list[bool]:
         now = utcnow()
         async with db.transaction() as session:
-            new = set(
-                await session.scalars(
-                    insert_ignore(session, INBOUND_KEYS, INBOUND_KEYS.c.key),
-                    [{"key": key, "received_at": now} for key, _ in batch],
-                )
+            recorded = await insert_rows(
+                session,
+                INBOUND_KEYS,
+                [{"key": key, "received_at": now} for key, _ in batch],
+                INBOUND_KEYS.c.key,
+                ignore_conflicts=True,
             )
+            new = set(recorded.scalars())
             accepted, windowed, files = [], [], []
             for key, message in batch:
                 accepted.append(key in new)
