@@ -29,6 +29,8 @@ from libs.common.service import Runtime, Service
 from libs.common.settings import SERVICES, Settings
 
 PUBLIC = ("gateway", "ingest")
+# The collector's thresholds once started (generation 0 allocations, then 1 and 2 passes).
+GC_THRESHOLDS = (20_000, 50, 100)
 
 
 class _Server(uvicorn.Server):
@@ -83,6 +85,10 @@ async def run_in_process(settings: Settings, names: list[str]) -> None:
         # as long as the process: frozen, the collector's full passes stop walking it again.
         gc.collect()
         gc.freeze()
+        # Every message allocates thousands of short-lived objects (frames, models, rows): with
+        # the default threshold of 700 the young generation was collected hundreds of times a
+        # second. Rarer collections cost the same memory a few batches' worth.
+        gc.set_threshold(*GC_THRESHOLDS)
         servers = [
             _Server(
                 uvicorn.Config(

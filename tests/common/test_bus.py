@@ -301,6 +301,9 @@ async def test_handler_that_always_fails_is_dead_lettered(buses: Buses) -> None:
     else:
         [message] = await buses.read_dlq("test.broken", expect=1)
         assert message.message_id == published.id
+        # What an outside subscriber reads off every event, kept through the retries.
+        assert (message.type, message.content_type) == ("chat.opened", "application/json")
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         assert message.headers[ATTEMPTS_HEADER] == MAX_ATTEMPTS
         assert "cannot handle this event" in str(message.headers["x-error"])
         assert Envelope.from_bytes(message.body) == published

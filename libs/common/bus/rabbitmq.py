@@ -39,6 +39,7 @@ from libs.common.envelope import Envelope
 log = logging.getLogger(__name__)
 
 ATTEMPTS_HEADER = "x-attempts"
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 # Broker-side redeliveries (consumer crashes) before a poison message is dead-lettered.
 DELIVERY_LIMIT = 10
 
@@ -261,23 +262,27 @@ class RabbitBus(Bus):
         await target.publish(copy, routing_key=routing_key, mandatory=True)
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
-        if self._exchange is None:
+        if self._publish_channel is None or self._publish_channel.is_closed:
             raise RuntimeError("the bus is not started")
-        exchange = self._exchange
+        # Straight to the channel underneath (the robust channel's current one): aio-pika's
+        # `Message` and `Exchange.publish` add nothing here but a third of a publish's CPU.
         # Events are broadcast facts: an event type nobody subscribes to yet is normal, so these
-        # are not `mandatory`. Many publishes in flight on one channel keep their order.
+        # are not `mandatory`. Many publishes in flight on one channel keep their order, and
+        # each waits for its confirm (a nack raises).
+        channel = await self._publish_channel.get_underlay_channel()
         await asyncio.gather(
             *(
-                exchange.publish(
-                    aio_pika.Message(
-                        e.to_bytes(),
-                        message_id=e.id,
-                        type=e.type,
-                        content_type="application/json",
-                        timestamp=e.time,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
+                channel.basic_publish(
+                    e.to_bytes(),
+                    exchange=self.exchange_name,
                     routing_key=e.type,
+                    properties=aiormq.spec.Basic.Properties(
+                        content_type="application/json",
+                        delivery_mode=PERSISTENT,
+                        message_id=e.id,
+                        message_type=e.type,
+                        timestamp=e.time,
+                    ),
                     mandatory=False,
                 )
                 for e in envelopes
