@@ -11,7 +11,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
@@ -82,11 +81,12 @@ class Envelope(BaseModel):
 
     def to_bytes(self) -> bytes:
         if self._raw is None:
-            self._raw = orjson.dumps(self.model_dump(mode="json"))
+            # pydantic-core writes the JSON itself, without building a dict of it first.
+            self._raw = self.__pydantic_serializer__.to_json(self)
         return self._raw
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Envelope:
-        envelope = cls.model_validate(orjson.loads(raw))
+        envelope = cls.model_validate_json(raw)
         envelope._raw = raw
         return envelope
