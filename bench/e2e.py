@@ -53,6 +53,7 @@ import asyncpg
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
+from libs.common.settings import Settings
 from tests.support import backends, desk
 from tests.support.fake_telegram import FakeTelegram, serve
 from tests.support.product import ADMIN_PASSWORD, ROOT, Console, Product, running
@@ -63,6 +64,7 @@ AGENT_PASSWORD = "bench-agent-password"
 MAX_CAPACITY = 100  # routing's QueueIn: at most 100 simultaneous chats per agent
 USER_BASE = 7_000_000_000
 DOC = ROOT / "docs" / "benchmarks.md"
+POOL_SIZE = Settings.model_fields["db_pool_size"].default
 MARK_START, MARK_END = "<!-- e2e:start -->", "<!-- e2e:end -->"
 TARGET_RATE, TARGET_P99 = 300.0, 1.0
 PG_STATS_DELAY = 11.0
@@ -1117,7 +1119,8 @@ async def run(args: argparse.Namespace) -> Results:
                     database_url=database_url,
                     amqp_url=amqp_url,
                     extra_env={
-                        "CHATDESK_DB_POOL_SIZE": "5",  # the product's default, not the tests'
+                        # The product's default, not the tests'.
+                        "CHATDESK_DB_POOL_SIZE": str(POOL_SIZE),
                         "CHATDESK_LOG_LEVEL": args.log_level,
                         **dict(item.split("=", 1) for item in args.env),
                     },

@@ -116,14 +116,17 @@ class Database:
         self._write_lock: asyncio.Lock | None = None
         if settings.database_url:
             url = make_url(settings.database_url).set(drivername="postgresql+asyncpg")
-            # Batched inserts with RETURNING are rendered as one multi-row VALUES per batch size,
-            # so a hot statement has dozens of texts: with the default 100 prepared statements
-            # per connection they evicted each other and were parsed and planned again.
+            # Every statement a connection meets stays prepared on it: the adapter's default of
+            # 100 is fewer than the texts of a busy service (the lists that are not arrays, see
+            # `insert_rows`, have one text per length).
             url = url.update_query_dict({"prepared_statement_cache_size": str(PREPARED_STATEMENTS)})
             self.engine = create_async_engine(
                 url,
+                # Connections stay open once made, with no overflow: an overflow connection was
+                # closed when it went back, and its successor paid for the server's backend
+                # start and for preparing every statement again.
                 pool_size=settings.db_pool_size,
-                max_overflow=settings.db_pool_size,
+                max_overflow=0,
                 # No pre-ping: it doubled the round trips per transaction. A connection the server
                 # dropped fails one unit of work, which the bus or the client retries.
                 pool_recycle=3600,

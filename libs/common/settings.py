@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     bus_retry_delay_s: float = 2.0
     outbox_poll_s: float = 1.0
     outbox_batch: int = 200
-    db_pool_size: int = 5
+    db_pool_size: int = 10
 
     # Replies to a platform: tries before "failed", first backoff (doubling; 429 waits its time).
     delivery_attempts: int = Field(default=5, ge=1)

@@ -167,7 +167,7 @@ async def running(
         "CHATDESK_LOG_FORMAT": "text",
         # A test session runs several products at once (up to seven processes each) on one
         # PostgreSQL, which takes 100 connections: each process keeps at most 6.
-        "CHATDESK_DB_POOL_SIZE": "3",
+        "CHATDESK_DB_POOL_SIZE": "6",
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
         **({"CHATDESK_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['ingest']}"} if webhooks else {}),
         **(extra_env or {}),
