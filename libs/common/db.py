@@ -216,9 +216,13 @@ class Database:
         await self.engine.dispose()
 
 
+def on_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def upsertable(session: AsyncSession, table: Table) -> Any:
     """The session's dialect's INSERT, which has `on_conflict_do_nothing/do_update`."""
-    dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    dialect: Any = postgresql if on_postgres(session) else sqlite
     return dialect.insert(table)
 
 
@@ -253,9 +257,9 @@ async def insert_rows(
     *returning: Any,
     ignore_conflicts: bool = False,
 ) -> Result[*tuple[Any, ...]]:
-    """INSERT `rows` (dicts with the same keys) in one statement, RETURNING `returning` if any,
-    skipping rows that conflict if `ignore_conflicts`. Rows are inserted in the order given, so
-    a serial key grows along them; the rows returned may come in any order."""
+    """INSERT `rows` (one or more dicts with the same keys) in one statement, RETURNING
+    `returning` if any, skipping rows that conflict if `ignore_conflicts`. Rows are inserted in
+    the order given, so a serial key grows along them; the rows returned may come in any order."""
     if not on_postgres(session):
         plain = insert_ignore(session, table, *returning) if ignore_conflicts else insert(table)
         if returning and not ignore_conflicts:
@@ -280,10 +284,6 @@ async def insert_rows(
         _UNNESTED[key] = stmt
     arrays_of = {c: [row[c] for row in rows] for c in columns}
     return await session.execute(stmt, arrays_of)
-
-
-def on_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def any_of(postgres: bool, column: Any, values: Collection[Any] | str) -> ColumnElement[bool]:

@@ -28,7 +28,7 @@ from sqlalchemy import Integer, String, Table, bindparam, func, select, tuple_, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import insert_ignore
+from libs.common.db import insert_ignore, on_postgres
 from libs.common.envelope import utcnow
 from libs.common.events import ChatOffered, ChatOpened, DuplicateCandidate, DuplicatesFound
 from libs.common.outbox import emit
@@ -180,7 +180,7 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
     wanted = [i for i, q in enumerate(queries) if q.full]  # initials only: nothing to look up
     if not wanted:
         return found
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         columns: dict[str, list[Any]] = {
             name: []
             for name in (

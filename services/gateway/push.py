@@ -250,13 +250,13 @@ async def _lock_logs(session: AsyncSession, agent_ids: set[str]) -> None:
     calls a volatile function of the select list after sorting), so that two transactions never
     wait for each other. SQLite needs none: it has one writer at a time.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         await session.execute(_LOCK_LOGS, {"namespace": LOG_LOCKS, "agents": sorted(agent_ids)})
 
 
 async def _newest(session: AsyncSession, agent_ids: set[str]) -> dict[str, int]:
     """Each agent's newest row in the log, if it has any."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgres(session):
         rows = await session.execute(_NEWEST_PG, {"agents": sorted(agent_ids)})
     else:
         rows = await session.execute(

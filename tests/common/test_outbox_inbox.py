@@ -1,4 +1,5 @@
-"""The transactional outbox (libs/common/outbox.py) and the inbox of `Consumers` handlers.
+"""The transactional outbox (libs/common/outbox.py), the inbox of `Consumers` handlers, and the
+batched statements they are written with (`insert_rows`, `any_of`, `any_key_of`).
 
 Each test runs on PostgreSQL (schema `testsvc` in a fresh database) and on SQLite (a file under
 tmp_path), with the `InMemoryBus` delivering what the relay publishes.
@@ -17,7 +18,15 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select,
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus, InMemoryBus
-from libs.common.db import OUTBOX_LEASE, Database, bus_tables
+from libs.common.db import (
+    OUTBOX_LEASE,
+    Database,
+    any_key_of,
+    any_of,
+    bus_tables,
+    insert_rows,
+    on_postgres,
+)
 from libs.common.envelope import Envelope, utcnow
 from libs.common.events import ChatQueued
 from libs.common.handlers import Consumers
@@ -318,3 +327,66 @@ async def test_inbox_is_per_consumer_group(db: Database, bus: InMemoryBus) -> No
     assert first == [event]
     assert second == [event]
     assert sorted(r.consumer for r in await rows(db, inbox)) == ["othersvc.audit", "testsvc.record"]
+
+
+async def test_rows_inserted_together_keep_their_order_and_skip_conflicts(db: Database) -> None:
+    chat_ids = [f"chat-{n}" for n in (3, 1, 4, 1, 5, 9, 2, 6)]
+    async with db.transaction() as session:
+        ids = await insert_rows(
+            session,
+            queued_chats,
+            [{"chat_id": c, "attempt": n} for n, c in enumerate(chat_ids)],
+            queued_chats.c.id,
+        )
+        # A serial key grows along the rows as they were given.
+        stored = dict(
+            (await session.execute(select(queued_chats.c.id, queued_chats.c.attempt))).all()
+        )
+    assert [stored[id] for id in sorted(ids.scalars())] == list(range(len(chat_ids)))
+
+    now = utcnow()
+    async with db.transaction() as session:
+        first = await insert_rows(
+            session,
+            inbox,
+            [{"event_id": e, "consumer": "g", "processed_at": now} for e in ("e1", "e2")],
+            inbox.c.event_id,
+            ignore_conflicts=True,
+        )
+        assert sorted(first.scalars()) == ["e1", "e2"]
+        again = await insert_rows(
+            session,
+            inbox,
+            [{"event_id": e, "consumer": "g", "processed_at": now} for e in ("e2", "e3", "e3")],
+            inbox.c.event_id,
+            ignore_conflicts=True,
+        )
+        assert list(again.scalars()) == ["e3"]  # e2 was there, and e3 counts once
+
+
+async def test_any_of_and_any_key_of_find_the_rows_asked_for(db: Database) -> None:
+    rows = [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2"), ("c", "1")]
+    async with db.transaction() as session:
+        await session.execute(
+            insert(queued_chats), [{"chat_id": c, "event_id": e} for c, e in rows]
+        )
+    async with db.transaction() as session:
+        postgres = on_postgres(session)
+        listed = select(queued_chats.c.chat_id).where(
+            any_of(postgres, queued_chats.c.chat_id, ["a", "c"])
+        )
+        assert sorted(await session.scalars(listed)) == ["a", "a", "c"]
+        named = select(queued_chats.c.event_id).where(
+            any_of(postgres, queued_chats.c.chat_id, "chats")
+        )
+        assert sorted(await session.scalars(named, {"chats": ["c"]})) == ["1"]
+
+        asked = {("a", "1"), ("b", "2")}
+        columns = (queued_chats.c.chat_id, queued_chats.c.event_id)
+        found = set(
+            (
+                await session.execute(select(*columns).where(any_key_of(postgres, columns, asked)))
+            ).all()
+        )
+        # Every key asked for; PostgreSQL may add other combinations of their parts.
+        assert asked <= found <= {("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")}
