@@ -33,7 +33,6 @@ from sqlalchemy import (
     bindparam,
     event,
     func,
-    insert,
     select,
     text,
     tuple_,
@@ -246,8 +245,9 @@ def insert_ignore(session: AsyncSession, table: Table, *returning: Any) -> Inser
 
 # Batched statements on PostgreSQL take their rows and lists as arrays, so that one statement text
 # serves every batch size: a multi-row VALUES or an `IN (...)` list is a new text for each
-# length, prepared (parsed and planned) anew on every connection that meets it.
-_UNNESTED: dict[tuple[Table, tuple[str, ...], tuple[Any, ...], bool], Insert] = {}
+# length, prepared (parsed and planned) anew on every connection that meets it. Built once per
+# shape, like `insert_ignore`'s.
+_BATCH_INSERTS: dict[tuple[bool, Table, tuple[str, ...], tuple[Any, ...], bool], Insert] = {}
 
 
 async def insert_rows(
@@ -260,15 +260,26 @@ async def insert_rows(
     """INSERT `rows` (one or more dicts with the same keys) in one statement, RETURNING
     `returning` if any, skipping rows that conflict if `ignore_conflicts`. Rows are inserted in
     the order given, so a serial key grows along them; the rows returned may come in any order."""
-    if not on_postgres(session):
-        plain = insert_ignore(session, table, *returning) if ignore_conflicts else insert(table)
-        if returning and not ignore_conflicts:
-            plain = plain.returning(*returning)
-        return await session.execute(plain, list(rows))
+    postgres = on_postgres(session)
     columns = tuple(rows[0])
-    key = (table, columns, returning, ignore_conflicts)
-    stmt = _UNNESTED.get(key)
+    key = (postgres, table, columns, returning, ignore_conflicts)
+    stmt = _BATCH_INSERTS.get(key)
     if stmt is None:
+        stmt = _BATCH_INSERTS[key] = _batch_insert(*key)
+    if postgres:
+        return await session.execute(stmt, {c: [row[c] for row in rows] for c in columns})
+    return await session.execute(stmt, list(rows))  # executemany
+
+
+def _batch_insert(
+    postgres: bool,
+    table: Table,
+    columns: tuple[str, ...],
+    returning: tuple[Any, ...],
+    ignore_conflicts: bool,
+) -> Insert:
+    stmt: Any
+    if postgres:
         arrays = [bindparam(c, type_=postgresql.ARRAY(table.c[c].type)) for c in columns]
         given = (
             func.unnest(*arrays)
@@ -277,13 +288,13 @@ async def insert_rows(
         )
         ordered = select(*(given.c[c] for c in columns)).order_by(given.c.ordinality)
         stmt = postgresql.insert(table).from_select(columns, ordered)
-        if ignore_conflicts:
-            stmt = stmt.on_conflict_do_nothing()
-        if returning:
-            stmt = stmt.returning(*returning)
-        _UNNESTED[key] = stmt
-    arrays_of = {c: [row[c] for row in rows] for c in columns}
-    return await session.execute(stmt, arrays_of)
+    else:
+        stmt = sqlite.insert(table)
+    if ignore_conflicts:
+        stmt = stmt.on_conflict_do_nothing()
+    if returning:
+        stmt = stmt.returning(*returning)
+    return stmt
 
 
 def any_of(postgres: bool, column: Any, values: Collection[Any] | str) -> ColumnElement[bool]:
