@@ -15,6 +15,9 @@ posted to the webhook, and a message counts as visible when an agent's WebSocket
 - Any other message that no `chat.message_received` carried reached no agent live ("unpushed",
   counted, and timed at its chat's offer, a lower bound).
 
+Customers carry realistic names (`bench/people.py`): contacts searches for duplicates of every new
+chat's contact, and the names decide what that search finds.
+
 Runs: (1) throughput, N updates from M users at full speed with bounded concurrency; (2) latency,
 paced at R msg/s for D seconds, new and returning customers mixed; (3) a RabbitMQ baseline on its
 own vhost of the same broker: aio-pika publish with confirms, and publish + consume with manual ack.
@@ -53,6 +56,7 @@ import asyncpg
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.people import People
 from libs.common.settings import Settings
 from tests.support import backends, desk
 from tests.support.fake_telegram import FakeTelegram, serve
@@ -164,17 +168,30 @@ class Post:
         return self.start if math.isnan(self.due) else self.due
 
 
-def telegram_update(update_id: int, user: int, text: str) -> bytes:
-    return orjson.dumps(
-        desk.telegram_update(
-            update_id,
-            text,
-            user_id=USER_BASE + user,
-            first_name="Bench",
-            last_name=f"User{user}",
-            username=f"bench_user_{user}",
+class Customers:
+    """Each customer's Telegram name, drawn from realistic names (`bench/people.py`), the same
+    for a customer in every run with the same seed. Names matter: contacts runs a duplicate
+    search for every new chat, and customers all called "Bench UserN" were near-duplicates of
+    one another (one edit apart), which made every search match every contact."""
+
+    def __init__(self, seed: int) -> None:
+        self.people = People(seed)
+        self.names: list[str] = []
+
+    def update(self, update_id: int, user: int, text: str) -> bytes:
+        while len(self.names) <= user:
+            self.names.append(self.people.name())
+        first, _, last = self.names[user].partition(" ")
+        return orjson.dumps(
+            desk.telegram_update(
+                update_id,
+                text,
+                user_id=USER_BASE + user,
+                first_name=first,
+                last_name=last or None,
+                username=f"bench_user_{user}",
+            )
         )
-    )
 
 
 @dataclass
@@ -188,20 +205,27 @@ class Plan:
         return len(self.users_new)
 
 
-def throughput_plan(messages: int, users: int, rng: random.Random, ids: Iterable[int]) -> Plan:
+def throughput_plan(
+    messages: int, users: int, rng: random.Random, ids: Iterable[int], customers: Customers
+) -> Plan:
     """`messages` updates from `users` customers (each writes at least once), shuffled."""
     users = min(users, messages)
     senders = [i % users for i in range(messages)]
     rng.shuffle(senders)
     posts = [
-        Post(f"tp-{k}", user, telegram_update(update_id, user, f"tp-{k}"))
+        Post(f"tp-{k}", user, customers.update(update_id, user, f"tp-{k}"))
         for k, (user, update_id) in enumerate(zip(senders, ids, strict=False))
     ]
     return Plan("throughput", posts, set(range(users)))
 
 
 def latency_plan(
-    messages: int, known_users: int, new_share: float, rng: random.Random, ids: Iterable[int]
+    messages: int,
+    known_users: int,
+    new_share: float,
+    rng: random.Random,
+    ids: Iterable[int],
+    customers: Customers,
 ) -> Plan:
     """Returning customers (open chats) mixed with new ones (whose first message opens a chat)."""
     pool = list(range(known_users))
@@ -213,7 +237,7 @@ def latency_plan(
             pool.append(user)
         else:
             user = rng.choice(pool)
-        posts.append(Post(f"lt-{k}", user, telegram_update(update_id, user, f"lt-{k}")))
+        posts.append(Post(f"lt-{k}", user, customers.update(update_id, user, f"lt-{k}")))
     return Plan("latency", posts, set(range(known_users, next_user)))
 
 
@@ -529,7 +553,11 @@ class Sampler:
         outbox_sql = " UNION ALL ".join(
             f"SELECT '{name}', count(*) FROM \"{name}\".outbox" for name in self.services
         )
-        pg = await asyncpg.connect(self.database_url)
+        # No parallel workers: the outboxes' statistics are stale within a run, and counting
+        # them in parallel forked two worker processes every sample, CPU charged to the product.
+        pg = await asyncpg.connect(
+            self.database_url, server_settings={"max_parallel_workers_per_gather": "0"}
+        )
         mq = await aio_pika.connect(self.amqp_url)
         try:
             channel = await mq.channel()
@@ -950,9 +978,15 @@ async def drive(
 ) -> tuple[Outcome, Outcome, float, int]:
     rng = random.Random(args.seed)
     update_ids = iter(range(1, 10**9))
-    tp_plan = throughput_plan(args.messages, args.users, rng, update_ids)
+    customers = Customers(args.seed)
+    tp_plan = throughput_plan(args.messages, args.users, rng, update_ids, customers)
     lt_plan = latency_plan(
-        max(1, int(args.rate * args.duration)), tp_plan.new_users, args.new_share, rng, update_ids
+        max(1, int(args.rate * args.duration)),
+        tp_plan.new_users,
+        args.new_share,
+        rng,
+        update_ids,
+        customers,
     )
     chats = tp_plan.new_users + lt_plan.new_users
     agents = max(args.agents, math.ceil(chats * 1.1 / MAX_CAPACITY))
@@ -1210,7 +1244,8 @@ def report(results: Results) -> str:
         "",
         f"- **End-to-end throughput**: N / (time from the first webhook POST to the moment the "
         f"last message is visible to an agent), N = {len(tp.ok)} updates from "
-        f"{tp.plan.new_users} customers in random order, {a.concurrency} POSTs in flight "
+        f"{tp.plan.new_users} customers in random order (realistic names of several locales, "
+        f"`bench/people.py`), {a.concurrency} POSTs in flight "
         "(aiohttp, keep-alive). A message is *visible* when a `chat.message_received` event "
         "carrying its (unique) text arrives on any agent's WebSocket; the first message of a new "
         "chat is published before routing offers the chat, so for it the `chat.offered` event "

@@ -32,7 +32,7 @@ def telegram_update(
     user_id: int = 555,
     message_id: int | None = None,
     first_name: str = "Ivan",
-    last_name: str = "Petrov",
+    last_name: str | None = "Petrov",
     username: str = "ivanp",
     date: int | None = None,
 ) -> dict[str, Any]:
@@ -47,7 +47,8 @@ def telegram_update(
                 "id": user_id,
                 "is_bot": False,
                 "first_name": first_name,
-                "last_name": last_name,
+                # The Bot API leaves out the optional fields a user does not have.
+                **({"last_name": last_name} if last_name is not None else {}),
                 "username": username,
             },
             "text": text,
