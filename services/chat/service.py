@@ -10,7 +10,15 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import UTCDateTime, any_key_of, any_of, insert_ignore, on_postgres, upsertable
+from libs.common.db import (
+    UTCDateTime,
+    any_key_of,
+    any_of,
+    insert_ignore,
+    insert_rows,
+    on_postgres,
+    upsertable,
+)
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     Attachment,
@@ -86,13 +94,13 @@ async def _open_chats(
         .order_by(CHATS.c.id)
         .with_for_update()
     )
-    open_chats = {
-        (row.contact_id, row.channel_id, row.external_chat_id): OpenChat(
-            row.id, row.agent_id, row.awaiting_reply_since
-        )
-        for row in rows
+    found = (((row.contact_id, row.channel_id, row.external_chat_id), row) for row in rows)
+    # Only the conversations asked for: the lookup also matches other combinations of their parts.
+    return {
+        key: OpenChat(row.id, row.agent_id, row.awaiting_reply_since)
+        for key, row in found
+        if key in keys
     }
-    return {key: chat for key, chat in open_chats.items() if key in keys}
 
 
 async def _to_survivors(
@@ -147,28 +155,30 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
                 opened_at=first.message.received_at,
             )
     if opened:
-        claimed = set(
-            await session.scalars(
-                insert_ignore(session, CHATS, CHATS.c.id),
-                [
-                    {
-                        "id": o.chat_id,
-                        "contact_id": o.contact_id,
-                        "contact_name": latest[key].contact_name,
-                        "channel_id": o.channel_id,
-                        "queue_id": o.queue_id,
-                        "platform": o.platform,
-                        "external_chat_id": latest[key].message.external_chat_id,
-                        "status": "new",
-                        "opened_at": o.opened_at,
-                        "awaiting_reply_since": o.opened_at,
-                        "last_message_at": latest[key].message.received_at,
-                        "last_message_preview": _preview(latest[key]),
-                    }
-                    for key, o in opened.items()
-                ],
-            )
+        inserted = await insert_rows(
+            session,
+            CHATS,
+            [
+                {
+                    "id": o.chat_id,
+                    "contact_id": o.contact_id,
+                    "contact_name": latest[key].contact_name,
+                    "channel_id": o.channel_id,
+                    "queue_id": o.queue_id,
+                    "platform": o.platform,
+                    "external_chat_id": latest[key].message.external_chat_id,
+                    "status": "new",
+                    "opened_at": o.opened_at,
+                    "awaiting_reply_since": o.opened_at,
+                    "last_message_at": latest[key].message.received_at,
+                    "last_message_preview": _preview(latest[key]),
+                }
+                for key, o in opened.items()
+            ],
+            CHATS.c.id,
+            ignore_conflicts=True,
         )
+        claimed = set(inserted.scalars())
         lost = {key for key, o in opened.items() if o.chat_id not in claimed}
         if lost:
             # Another replica opened these chats at the same moment: join them.

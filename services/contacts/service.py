@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import any_key_of, insert_ignore, on_postgres
+from libs.common.db import any_key_of, insert_rows, on_postgres
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     ContactCreated,
@@ -120,14 +120,9 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
                 for cid, name in contacts.values()
             ],
         )
-        claimed = await session.execute(
-            insert_ignore(
-                session,
-                IDENTITIES,
-                IDENTITIES.c.platform,
-                IDENTITIES.c.external_user_id,
-                IDENTITIES.c.channel_id,
-            ),
+        claimed = await insert_rows(
+            session,
+            IDENTITIES,
             [
                 {
                     "id": new_id(),
@@ -140,6 +135,8 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
                 }
                 for key, m in new.items()
             ],
+            *IDENTITY,
+            ignore_conflicts=True,
         )
         created = {(row[0], row[1], row[2]) for row in claimed}
         lost = set(new) - created

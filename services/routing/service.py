@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import insert_ignore
+from libs.common.db import insert_ignore, insert_rows
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     AgentStatus,
@@ -291,24 +291,26 @@ async def queue_chats(session: AsyncSession, batch: Sequence[ChatOpened]) -> Non
     """Put new chats in their queues (each once), then offer what waits there."""
     queues = await lock_queues(session, [o.queue_id for o in batch])
     now = utcnow()
-    queued = set(
-        await session.scalars(
-            insert_ignore(session, ASSIGNMENTS).returning(ASSIGNMENTS.c.chat_id),
-            [
-                {
-                    "chat_id": o.chat_id,
-                    "queue_id": o.queue_id,
-                    "contact_id": o.contact_id,
-                    "state": "queued",
-                    "queued_at": o.opened_at,
-                    # A chat opens with a customer's message.
-                    "awaiting_reply_since": o.opened_at,
-                    "wait_due_at": _wait_due(queues.get(o.queue_id), now),
-                }
-                for o in batch
-            ],
-        )
+    inserted = await insert_rows(
+        session,
+        ASSIGNMENTS,
+        [
+            {
+                "chat_id": o.chat_id,
+                "queue_id": o.queue_id,
+                "contact_id": o.contact_id,
+                "state": "queued",
+                "queued_at": o.opened_at,
+                # A chat opens with a customer's message.
+                "awaiting_reply_since": o.opened_at,
+                "wait_due_at": _wait_due(queues.get(o.queue_id), now),
+            }
+            for o in batch
+        ],
+        ASSIGNMENTS.c.chat_id,
+        ignore_conflicts=True,
     )
+    queued = set(inserted.scalars())
     for opened in batch:
         if opened.chat_id in queued:
             emit(
