@@ -20,7 +20,9 @@ chat's contact, and the names decide what that search finds.
 
 Runs: (1) throughput, N updates from M users at full speed with bounded concurrency; (2) latency,
 paced at R msg/s for D seconds, new and returning customers mixed; (3) a RabbitMQ baseline on its
-own vhost of the same broker: aio-pika publish with confirms, and publish + consume with manual ack.
+own vhost of the same broker: aio-pika publish with confirms, and publish + consume with manual ack;
+(4) the floor (`bench/floor.py`): the same load through a bare pipeline with chatdesk's hops and
+guarantees and none of its logic, on its own database and vhost.
 Results go to docs/benchmarks.md between `<!-- e2e:start -->` and `<!-- e2e:end -->`.
 """
 
@@ -42,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -53,248 +55,42 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import aiohttp
 import asyncpg
-import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.people import People
+from bench.floor import Floor, run_floor
+from bench.floor import summary as floor_summary
+from bench.load import (
+    CLK_TCK,
+    SECRET,
+    Customers,
+    LagMonitor,
+    Plan,
+    Post,
+    Tracker,
+    busy_ticks,
+    latency_plan,
+    log,
+    ms,
+    pct,
+    post_flat_out,
+    post_paced,
+    rate,
+    read_socket,
+    throughput_plan,
+)
 from libs.common.settings import Settings
-from tests.support import backends, desk
+from tests.support import backends
 from tests.support.fake_telegram import FakeTelegram, serve
 from tests.support.product import ADMIN_PASSWORD, ROOT, Console, Product, running
 
 BOT_TOKEN = "123456:BENCH-token_abc"
-SECRET = "bench-Secret_1"
 AGENT_PASSWORD = "bench-agent-password"
 MAX_CAPACITY = 100  # routing's QueueIn: at most 100 simultaneous chats per agent
-USER_BASE = 7_000_000_000
 DOC = ROOT / "docs" / "benchmarks.md"
 POOL_SIZE = Settings.model_fields["db_pool_size"].default
 MARK_START, MARK_END = "<!-- e2e:start -->", "<!-- e2e:end -->"
 TARGET_RATE, TARGET_P99 = 300.0, 1.0
 PG_STATS_DELAY = 11.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-def ms(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:,.0f} ms"
-
-
-def rate(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:,.0f}"
-
-
-# --- what agents see ------------------------------------------------------------------------
-
-
-class Tracker:
-    """Every agent's WebSocket frames, reduced to first-seen times (time.monotonic)."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, float] = {}  # message text -> chat.message_received
-        self.chat_of: dict[str, str] = {}  # message text -> chat id
-        self.offered: dict[str, float] = {}  # chat id -> chat.offered
-        self.frames: Counter[str] = Counter()
-        self.last_event = time.monotonic()
-
-    def on_frame(self, received: float, raw: str | bytes) -> None:
-        frame = orjson.loads(raw)
-        kind = frame.get("type", "?")
-        self.frames[kind] += 1
-        data = frame.get("data") or {}
-        if kind == "chat.message_received":
-            text = (data.get("message") or {}).get("text")
-            if text and text not in self.seen:
-                self.seen[text] = received
-                self.chat_of[text] = data.get("chat_id", "")
-                self.last_event = received
-        elif kind == "chat.offered":
-            chat_id = data.get("chat_id")
-            if chat_id and chat_id not in self.offered:
-                self.offered[chat_id] = received
-                self.last_event = received
-
-
-async def read_socket(ws: ClientConnection, tracker: Tracker) -> None:
-    async for raw in ws:
-        tracker.on_frame(time.monotonic(), raw)
-
-
-class LagMonitor:
-    """How late this process's event loop runs (it also timestamps the WebSocket frames)."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-
-    async def run(self) -> None:
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(0.01)
-            self.lags.append(time.monotonic() - before - 0.01)
-
-    def take(self) -> list[float]:
-        lags, self.lags = self.lags, []
-        return lags
-
-
-# --- load ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Post:
-    text: str
-    user: int
-    body: bytes
-    start: float = math.nan  # the POST started
-    end: float = math.nan  # its answer arrived
-    status: int = 0
-    due: float = math.nan  # paced runs: when the update was due (the POST may wait for a slot)
-
-    @property
-    def origin(self) -> float:
-        """Where latency is measured from: the due time when paced (no coordinated omission:
-        a webhook that answers slowly delays the updates behind it, as it would Telegram's)."""
-        return self.start if math.isnan(self.due) else self.due
-
-
-class Customers:
-    """Each customer's Telegram name, drawn from realistic names (`bench/people.py`), the same
-    for a customer in every run with the same seed. Names matter: contacts runs a duplicate
-    search for every new chat, and customers all called "Bench UserN" were near-duplicates of
-    one another (one edit apart), which made every search match every contact."""
-
-    def __init__(self, seed: int) -> None:
-        self.people = People(seed)
-        self.names: list[str] = []
-
-    def update(self, update_id: int, user: int, text: str) -> bytes:
-        while len(self.names) <= user:
-            self.names.append(self.people.name())
-        first, _, last = self.names[user].partition(" ")
-        return orjson.dumps(
-            desk.telegram_update(
-                update_id,
-                text,
-                user_id=USER_BASE + user,
-                first_name=first,
-                last_name=last or None,
-                username=f"bench_user_{user}",
-            )
-        )
-
-
-@dataclass
-class Plan:
-    name: str
-    posts: list[Post]
-    users_new: set[int]  # customers who write for the first time in this run
-
-    @property
-    def new_users(self) -> int:
-        return len(self.users_new)
-
-
-def throughput_plan(
-    messages: int, users: int, rng: random.Random, ids: Iterable[int], customers: Customers
-) -> Plan:
-    """`messages` updates from `users` customers (each writes at least once), shuffled."""
-    users = min(users, messages)
-    senders = [i % users for i in range(messages)]
-    rng.shuffle(senders)
-    posts = [
-        Post(f"tp-{k}", user, customers.update(update_id, user, f"tp-{k}"))
-        for k, (user, update_id) in enumerate(zip(senders, ids, strict=False))
-    ]
-    return Plan("throughput", posts, set(range(users)))
-
-
-def latency_plan(
-    messages: int,
-    known_users: int,
-    new_share: float,
-    rng: random.Random,
-    ids: Iterable[int],
-    customers: Customers,
-) -> Plan:
-    """Returning customers (open chats) mixed with new ones (whose first message opens a chat)."""
-    pool = list(range(known_users))
-    next_user = known_users
-    posts = []
-    for k, update_id in zip(range(messages), ids, strict=False):
-        if rng.random() < new_share or not pool:
-            user, next_user = next_user, next_user + 1
-            pool.append(user)
-        else:
-            user = rng.choice(pool)
-        posts.append(Post(f"lt-{k}", user, customers.update(update_id, user, f"lt-{k}")))
-    return Plan("latency", posts, set(range(known_users, next_user)))
-
-
-WEBHOOK_HEADERS = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": SECRET}
-
-
-async def send(client: aiohttp.ClientSession, path: str, post: Post) -> None:
-    """One webhook POST. aiohttp, not httpx, generates the load: measured here, httpx costs
-    1-3 ms of CPU per request at 4-48 connections and tops out near 340 req/s at 48, so it
-    would mostly measure itself (aiohttp: ~0.1 ms, >7,000 req/s)."""
-    post.start = time.monotonic()
-    try:
-        async with client.post(path, data=post.body, headers=WEBHOOK_HEADERS) as response:
-            await response.read()
-            post.status = response.status
-    except (aiohttp.ClientError, TimeoutError):
-        post.status = -1
-    post.end = time.monotonic()
-
-
-async def post_flat_out(
-    client: aiohttp.ClientSession, path: str, posts: list[Post], concurrency: int
-) -> None:
-    pending = iter(posts)
-
-    async def worker() -> None:
-        for post in pending:
-            await send(client, path, post)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
-async def post_paced(
-    client: aiohttp.ClientSession, path: str, posts: list[Post], per_s: float, concurrency: int
-) -> float:
-    """Start one post every 1/per_s seconds (at most `concurrency` in flight); worst slip."""
-    slots = asyncio.Semaphore(concurrency)
-    tasks = []
-    slip = 0.0
-
-    async def one(post: Post) -> None:
-        try:
-            await send(client, path, post)
-        finally:
-            slots.release()
-
-    start = time.monotonic() + 0.05
-    for k, post in enumerate(posts):
-        due = start + k / per_s
-        if (delay := due - time.monotonic()) > 0:
-            await asyncio.sleep(delay)
-        post.due = due
-        await slots.acquire()
-        slip = max(slip, time.monotonic() - due)
-        tasks.append(asyncio.create_task(one(post)))
-    await asyncio.gather(*tasks)
-    return slip
 
 
 # --- accounting ----------------------------------------------------------------------------
@@ -514,7 +310,7 @@ def cpu_snapshot(services: dict[str, int], database: str) -> dict[tuple[str, int
             group = CPU_GROUPS[2]
         if group:
             snap[group, int(entry.name)] = _cpu_seconds(entry.name)
-    snap[MACHINE, 0] = _busy_ticks()[0] / CLK_TCK
+    snap[MACHINE, 0] = busy_ticks()[0] / CLK_TCK
     return snap
 
 
@@ -959,6 +755,7 @@ class Profiler:
 class Results:
     args: argparse.Namespace
     baseline: Baseline
+    floor: Floor
     throughput: Outcome
     latency: Outcome
     latency_slip: float
@@ -1069,16 +866,11 @@ async def drive(
     return outcomes[0], outcomes[1], slip, agents
 
 
-def _busy_ticks() -> tuple[int, int]:
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
-
-
 async def background_load(seconds: float = 3) -> float:
     """Share of all cores busy while the benchmark does nothing (other people's work)."""
-    busy0, total0 = _busy_ticks()
+    busy0, total0 = busy_ticks()
     await asyncio.sleep(seconds)
-    busy1, total1 = _busy_ticks()
+    busy1, total1 = busy_ticks()
     return (busy1 - busy0) / max(1, total1 - total0)
 
 
@@ -1145,6 +937,21 @@ async def run(args: argparse.Namespace) -> Results:
                     f"baseline: publish {baseline.publish_rate:,.0f}/s, "
                     f"publish+consume {baseline.end_to_end_rate:,.0f}/s"
                 )
+                floor_database, floor_vhost = await servers.fresh()
+                floor = await run_floor(
+                    floor_database,
+                    floor_vhost,
+                    messages=args.messages,
+                    users=args.users,
+                    concurrency=args.concurrency,
+                    per_s=args.rate,
+                    seconds=args.duration,
+                    new_share=args.new_share,
+                    seed=args.seed,
+                    quiet=args.quiet,
+                    timeout=args.drain_timeout,
+                )
+                log(floor_summary(floor))
                 database_url, amqp_url = await servers.fresh()
                 log(f"starting chatdesk (distributed) in {data_dir}")
                 async with running(
@@ -1176,6 +983,7 @@ async def run(args: argparse.Namespace) -> Results:
     return Results(
         args=args,
         baseline=baseline,
+        floor=floor,
         throughput=tp,
         latency=lt,
         latency_slip=slip,
@@ -1196,6 +1004,10 @@ def e2e_rate(outcome: Outcome) -> float:
 
 def report(results: Results) -> str:
     a, tp, lt, bl = results.args, results.throughput, results.latency, results.baseline
+    fl_tp, fl_lt = results.floor.throughput, results.floor.latency
+    tp_machine, lt_machine = (
+        o.cpu().get(MACHINE, math.nan) / max(1, len(o.ok)) * 1000 for o in (tp, lt)
+    )
     tp_rate, tp_webhook = e2e_rate(tp), len(tp.ok) / (tp.last_end - tp.first_start)
     lt_all, bl_lat = lt.latencies(), bl.latencies
     lt_span = max(p.start for p in lt.plan.posts) - min(p.start for p in lt.plan.posts)
@@ -1224,17 +1036,35 @@ def report(results: Results) -> str:
             else "."
         ),
         "",
-        "| figure | chatdesk | RabbitMQ baseline | chatdesk / baseline |",
-        "|---|---:|---:|---:|",
-        f"| end-to-end throughput, msg/s | **{rate(tp_rate)}** | "
-        f"{rate(bl.end_to_end_rate)} (publish + consume) | {tp_rate / bl.end_to_end_rate:.1%} |",
-        f"| accepted by the webhook, msg/s | {rate(tp_webhook)} | "
-        f"{rate(bl.publish_rate)} (publish only) | {tp_webhook / bl.publish_rate:.1%} |",
-        f"| latency at {a.rate:g} msg/s, p50 | {ms(pct(lt_all, 50))} | {ms(pct(bl_lat, 50))} | |",
-        f"| latency at {a.rate:g} msg/s, p95 | {ms(pct(lt_all, 95))} | {ms(pct(bl_lat, 95))} | |",
-        f"| latency at {a.rate:g} msg/s, p99 | **{ms(p99)}** | {ms(pct(bl_lat, 99))} | |",
-        f"| latency at {a.rate:g} msg/s, max | {ms(max(lt_all, default=math.nan))} | "
-        f"{ms(max(bl_lat, default=math.nan))} | |",
+        "| figure | chatdesk | floor: same hops, no logic | chatdesk / floor "
+        "| RabbitMQ baseline | chatdesk / baseline |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| end-to-end throughput, msg/s | **{rate(tp_rate)}** | {rate(fl_tp.rate)} | "
+        f"{tp_rate / fl_tp.rate:.0%} | {rate(bl.end_to_end_rate)} (publish + consume) | "
+        f"{tp_rate / bl.end_to_end_rate:.1%} |",
+        f"| accepted by the webhook, msg/s | {rate(tp_webhook)} | {rate(fl_tp.accepted_rate)} | "
+        f"{tp_webhook / fl_tp.accepted_rate:.0%} | {rate(bl.publish_rate)} (publish only) | "
+        f"{tp_webhook / bl.publish_rate:.1%} |",
+        *(
+            f"| latency at {a.rate:g} msg/s, {name} | {bold}{ms(ours)}{bold} | {ms(floor)} | "
+            f"{ours / floor:.0f}x | {ms(base)} | |"
+            for name, ours, floor, base, bold in (
+                ("p50", pct(lt_all, 50), pct(fl_lt.latencies, 50), pct(bl_lat, 50), ""),
+                ("p95", pct(lt_all, 95), pct(fl_lt.latencies, 95), pct(bl_lat, 95), ""),
+                ("p99", p99, pct(fl_lt.latencies, 99), pct(bl_lat, 99), "**"),
+                (
+                    "max",
+                    max(lt_all, default=math.nan),
+                    max(fl_lt.latencies, default=math.nan),
+                    max(bl_lat, default=math.nan),
+                    "",
+                ),
+            )
+        ),
+        f"| CPU of the whole machine per message, flat out | {tp_machine:.2f} ms | "
+        f"{fl_tp.cpu_ms_per_message:.2f} ms | {tp_machine / fl_tp.cpu_ms_per_message:.1f}x | | |",
+        f"| the same at {a.rate:g} msg/s | {lt_machine:.2f} ms | "
+        f"{fl_lt.cpu_ms_per_message:.2f} ms | {lt_machine / fl_lt.cpu_ms_per_message:.1f}x | | |",
         "",
         f"Targets: ≥ {TARGET_RATE:.0f} msg/s sustained — {verdict(tp_rate >= TARGET_RATE)}; "
         f"p99 < {TARGET_P99:g} s at {a.rate:g} msg/s — {verdict(p99 < TARGET_P99)}."
@@ -1263,6 +1093,15 @@ def report(results: Results) -> str:
         f"(`asyncio.gather` batches). *Publish + consume*: the same while another process "
         f"consumes (prefetch 50, manual ack); time to the last message consumed. Its latency: "
         f"publish start → consumer receipt, paced at {bl.paced_rate:g} msg/s.",
+        "- **Floor** (`bench/floor.py`): the same two runs (same updates, same pacing, same "
+        "posting client) through a bare pipeline with chatdesk's hops and guarantees and none of "
+        "its logic: four processes (ingest, contacts, chat, gateway) on asyncpg, aio-pika and "
+        "aiohttp; at each hop one transaction per batch (dedup key or inbox, a row per message, "
+        "the outbox), an ack frame per batch, the outbox published with confirms and deleted, "
+        "durable quorum queues; the last hop writes the agent's event log and pushes a frame to "
+        "a WebSocket. *CPU of the whole machine*: busy time of all cores per message, from the "
+        "first POST to the last message shown. What chatdesk costs above the floor is its own: "
+        "SQLAlchemy, pydantic, the web stack, the services' work, new chats' extra events.",
         "",
         "Details:",
         "",
