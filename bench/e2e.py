@@ -924,7 +924,7 @@ async def run(args: argparse.Namespace) -> Results:
                 found = await versions(servers)
                 background = await background_load()
                 log(f"machine busy before the run: {background:.0%} of all cores")
-                _, baseline_vhost = await servers.fresh()
+                baseline_vhost = servers.fresh_vhost()
                 log(f"baseline: {args.baseline_messages} messages, {args.in_flight} in flight")
                 baseline = await run_baseline(
                     baseline_vhost,
@@ -970,7 +970,7 @@ async def run(args: argparse.Namespace) -> Results:
                     product_log = product.log()
                 ok = True
             finally:
-                created = [database for database, _ in servers.created]
+                created = list(servers.databases)
                 await servers.drop_all()
                 log(f"dropped databases and vhosts {created}")
     finally:

@@ -28,8 +28,7 @@ async def servers(_servers: backends.Servers) -> AsyncIterator[backends.Servers]
 @pytest.fixture(scope="module")
 async def postgres_url(servers: backends.Servers) -> str:
     """A fresh PostgreSQL database for a module's tests of one service's tables."""
-    url, _ = await servers.fresh()
-    return url
+    return await servers.fresh_database()
 
 
 @pytest.fixture

@@ -117,8 +117,7 @@ class Buses:
 
 @pytest.fixture(scope="module")
 async def amqp_url(servers: Servers) -> str:
-    _, url = await servers.fresh()
-    return url
+    return servers.fresh_vhost()
 
 
 @pytest.fixture(params=["memory", "rabbitmq"])
