@@ -938,19 +938,7 @@ async def run(args: argparse.Namespace) -> Results:
                     f"publish+consume {baseline.end_to_end_rate:,.0f}/s"
                 )
                 floor_database, floor_vhost = await servers.fresh()
-                floor = await run_floor(
-                    floor_database,
-                    floor_vhost,
-                    messages=args.messages,
-                    users=args.users,
-                    concurrency=args.concurrency,
-                    per_s=args.rate,
-                    seconds=args.duration,
-                    new_share=args.new_share,
-                    seed=args.seed,
-                    quiet=args.quiet,
-                    timeout=args.drain_timeout,
-                )
+                floor = await run_floor(floor_database, floor_vhost, args)
                 log(floor_summary(floor))
                 database_url, amqp_url = await servers.fresh()
                 log(f"starting chatdesk (distributed) in {data_dir}")

@@ -131,6 +131,23 @@ class Relay:
             )
 
 
+async def declare_queues(amqp_url: str) -> None:
+    """Each consumer hop's queue, bound, before any hop starts: nothing is published unrouted."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        for name in HOPS[1:]:
+            queue = await channel.declare_queue(
+                f"floor.{name}", durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await queue.bind(exchange, routing_key=f"floor.{name}")
+    finally:
+        await connection.close()
+
+
 def envelope(hop: str, text: str, user: int) -> bytes:
     return orjson.dumps(
         {
@@ -239,10 +256,7 @@ async def hop_main(name: str, database_url: str, amqp_url: str, port: int) -> No
         consumed = GroupCommit(handle)
         inbound = await amqp.channel()
         await inbound.set_qos(prefetch_count=PREFETCH)
-        queue = await inbound.declare_queue(
-            f"floor.{name}", durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await queue.bind(EXCHANGE, routing_key=f"floor.{name}")
+        queue = await inbound.get_queue(f"floor.{name}")
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             consumed.queue.put_nowait(message)
@@ -330,47 +344,36 @@ async def _drive(
     )
 
 
-async def run_floor(
-    database_url: str,
-    amqp_url: str,
-    *,
-    messages: int,
-    users: int,
-    concurrency: int,
-    per_s: float,
-    seconds: float,
-    new_share: float,
-    seed: int,
-    quiet: float,
-    timeout: float,
-) -> Floor:
+async def run_floor(database_url: str, amqp_url: str, load: argparse.Namespace) -> Floor:
     """The floor on a fresh database and vhost (`database_url`, `amqp_url`), driven by the
-    same plans as chatdesk: flat out, then paced."""
+    same plans as chatdesk: flat out, then paced. `load` holds `bench.e2e`'s options of the same
+    names: messages, users, concurrency, rate, duration, new_share, seed, quiet, drain_timeout."""
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(SCHEMA)
     finally:
         await conn.close()
+    await declare_queues(amqp_url)
     ports = {name: free_port() for name in HOPS}
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
             target=_hop_process, args=(name, database_url, amqp_url, ports[name]), daemon=True
         )
-        for name in reversed(HOPS)  # consumers first: nothing is published before its queue
+        for name in HOPS
     ]
     for process in processes:
         process.start()
     tracker = Tracker()
-    rng = random.Random(seed)
-    customers = Customers(seed)
+    rng = random.Random(load.seed)
+    customers = Customers(load.seed)
     ids = iter(range(1, 10**9))
     try:
         async with contextlib.AsyncExitStack() as stack:
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
                     f"http://127.0.0.1:{ports['ingest']}",
-                    connector=aiohttp.TCPConnector(limit=concurrency),
+                    connector=aiohttp.TCPConnector(limit=load.concurrency),
                 )
             )
             ws = None
@@ -386,25 +389,27 @@ async def run_floor(
             reader = asyncio.create_task(read_socket(ws, tracker))
             await _wait_ingest(session)
             pids = [p.pid for p in processes if p.pid]
-            tp = throughput_plan(messages, users, rng, ids, customers)
-            log(f"floor: throughput, {messages} updates")
+            tp = throughput_plan(load.messages, load.users, rng, ids, customers)
+            log(f"floor: throughput, {load.messages} updates")
             flat = await _drive(
                 tp,
-                lambda: post_flat_out(session, "/webhook", tp.posts, concurrency),
+                lambda: post_flat_out(session, "/webhook", tp.posts, load.concurrency),
                 tracker,
                 pids,
-                quiet,
-                timeout,
+                load.quiet,
+                load.drain_timeout,
             )
-            lt = latency_plan(int(per_s * seconds), users, new_share, rng, ids, customers)
-            log(f"floor: latency, {len(lt.posts)} updates at {per_s:g}/s")
+            lt = latency_plan(
+                int(load.rate * load.duration), load.users, load.new_share, rng, ids, customers
+            )
+            log(f"floor: latency, {len(lt.posts)} updates at {load.rate:g}/s")
             paced = await _drive(
                 lt,
-                lambda: post_paced(session, "/webhook", lt.posts, per_s, concurrency),
+                lambda: post_paced(session, "/webhook", lt.posts, load.rate, load.concurrency),
                 tracker,
                 pids,
-                quiet,
-                timeout,
+                load.quiet,
+                load.drain_timeout,
             )
             reader.cancel()
     finally:
@@ -446,25 +451,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--new-share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quiet", type=float, default=5, help="stop waiting after s of silence")
+    parser.add_argument("--drain-timeout", type=float, default=300, help="per run, seconds")
     args = parser.parse_args(argv)
 
     async def go() -> Floor:
         with backends.servers() as servers:
             try:
                 database_url, amqp_url = await servers.fresh()
-                return await run_floor(
-                    database_url,
-                    amqp_url,
-                    messages=args.messages,
-                    users=args.users,
-                    concurrency=args.concurrency,
-                    per_s=args.rate,
-                    seconds=args.duration,
-                    new_share=args.new_share,
-                    seed=args.seed,
-                    quiet=5,
-                    timeout=300,
-                )
+                return await run_floor(database_url, amqp_url, args)
             finally:
                 await servers.drop_all()
 
