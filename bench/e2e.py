@@ -68,6 +68,7 @@ from bench.load import (
     Post,
     Tracker,
     busy_ticks,
+    cpu_seconds,
     latency_plan,
     log,
     ms,
@@ -257,14 +258,6 @@ async def reconcile(
 # --- CPU by process ------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int | str) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def _cmdline(pid: int | str) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -290,8 +283,8 @@ def cpu_snapshot(services: dict[str, int], database: str) -> dict[tuple[str, int
     """CPU seconds so far by (group, pid): each service, this process, PostgreSQL (our
     database's backends and the server's own background processes), RabbitMQ, and the whole
     machine (busy time of all cores, pid 0)."""
-    snap = {(name, pid): _cpu_seconds(pid) for name, pid in services.items()}
-    snap["bench client", os.getpid()] = _cpu_seconds(os.getpid())
+    snap = {(name, pid): cpu_seconds(pid) for name, pid in services.items()}
+    snap["bench client", os.getpid()] = cpu_seconds(os.getpid())
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -309,7 +302,7 @@ def cpu_snapshot(services: dict[str, int], database: str) -> dict[tuple[str, int
         elif comm in ("beam.smp", "erl_child_setup", "epmd", "inet_gethost"):
             group = CPU_GROUPS[2]
         if group:
-            snap[group, int(entry.name)] = _cpu_seconds(entry.name)
+            snap[group, int(entry.name)] = cpu_seconds(entry.name)
     snap[MACHINE, 0] = busy_ticks()[0] / CLK_TCK
     return snap
 

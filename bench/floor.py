@@ -51,6 +51,7 @@ from bench.load import (
     Plan,
     Tracker,
     busy_ticks,
+    cpu_seconds,
     latency_plan,
     log,
     ms,
@@ -182,6 +183,7 @@ async def hop_main(name: str, database_url: str, amqp_url: str, port: int) -> No
     key = f"floor.{HOPS[position + 1]}" if position + 1 < len(HOPS) else ""
     relay = Relay(pool, exchange, key) if key else None
     app = web.Application()
+    sockets: set[web.WebSocketResponse] = set()  # the agent's, at the gateway
 
     if name == "ingest":
 
@@ -217,7 +219,6 @@ async def hop_main(name: str, database_url: str, amqp_url: str, port: int) -> No
 
         app.router.add_post("/webhook", webhook)
     else:
-        sockets: set[web.WebSocketResponse] = set()
 
         async def handle(batch: list[aio_pika.abc.AbstractIncomingMessage]) -> None:
             events = [orjson.loads(message.body) for message in batch]
@@ -263,6 +264,8 @@ async def hop_main(name: str, database_url: str, amqp_url: str, port: int) -> No
 
         await queue.consume(on_message)
 
+    if name == "gateway":
+
         async def stream(request: web.Request) -> web.WebSocketResponse:
             ws = web.WebSocketResponse()
             await ws.prepare(request)
@@ -276,9 +279,10 @@ async def hop_main(name: str, database_url: str, amqp_url: str, port: int) -> No
 
         app.router.add_get("/ws", stream)
 
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    if app.router.routes():  # ingest's webhook, gateway's WebSocket
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
     await asyncio.Event().wait()  # until the parent terminates this process
 
 
@@ -306,11 +310,6 @@ class Floor:
     latency: RunFigures
 
 
-def _process_cpu(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 async def _drive(
     plan: Plan,
     post: Callable[[], Awaitable[Any]],
@@ -319,7 +318,7 @@ async def _drive(
     quiet: float,
     timeout: float,
 ) -> RunFigures:
-    busy0, cpu0 = busy_ticks()[0], sum(_process_cpu(p) for p in pids)
+    busy0, cpu0 = busy_ticks()[0], sum(cpu_seconds(p) for p in pids)
     await post()
     deadline = time.monotonic() + timeout
     while (
@@ -328,7 +327,7 @@ async def _drive(
         and time.monotonic() < deadline
     ):
         await asyncio.sleep(0.1)
-    busy1, cpu1 = busy_ticks()[0], sum(_process_cpu(p) for p in pids)
+    busy1, cpu1 = busy_ticks()[0], sum(cpu_seconds(p) for p in pids)
     seen = [tracker.seen[p.text] for p in plan.posts if p.text in tracker.seen]
     first = min(p.start for p in plan.posts)
     answered = [p.end for p in plan.posts if p.status == 200]
