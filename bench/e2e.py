@@ -951,7 +951,7 @@ async def run(args: argparse.Namespace) -> Results:
                     product_log = product.log()
                 ok = True
             finally:
-                created = list(servers.databases)
+                created = sorted({*servers.databases, *servers.vhosts})
                 await servers.drop_all()
                 log(f"dropped databases and vhosts {created}")
     finally:

@@ -50,10 +50,11 @@ class Servers:
         return _with_path(self.rabbitmq, quote(name, safe=""))
 
     async def drop_all(self) -> None:
-        for database in self.databases:
+        if self.databases:
             conn = await asyncpg.connect(self.postgres)
             try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                for database in self.databases:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             finally:
                 await conn.close()
         for vhost in self.vhosts:
