@@ -260,15 +260,29 @@ async def insert_rows(
     """INSERT `rows` (one or more dicts with the same keys) in one statement, RETURNING
     `returning` if any, skipping rows that conflict if `ignore_conflicts`. Rows are inserted in
     the order given, so a serial key grows along them; the rows returned may come in any order."""
-    postgres = on_postgres(session)
+    stmt, params = batch_insert(
+        on_postgres(session), table, rows, *returning, ignore_conflicts=ignore_conflicts
+    )
+    return await session.execute(stmt, params)
+
+
+def batch_insert(
+    postgres: bool,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *returning: Any,
+    ignore_conflicts: bool = False,
+) -> tuple[Insert, Any]:
+    """`insert_rows`' statement (built once per dialect and shape) and its parameters: the
+    columns as arrays on PostgreSQL, the rows themselves (executemany) on SQLite."""
     columns = tuple(rows[0])
     key = (postgres, table, columns, returning, ignore_conflicts)
     stmt = _BATCH_INSERTS.get(key)
     if stmt is None:
         stmt = _BATCH_INSERTS[key] = _batch_insert(*key)
     if postgres:
-        return await session.execute(stmt, {c: [row[c] for row in rows] for c in columns})
-    return await session.execute(stmt, list(rows))  # executemany
+        return stmt, {c: [row[c] for row in rows] for c in columns}
+    return stmt, list(rows)
 
 
 def _batch_insert(

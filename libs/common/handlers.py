@@ -12,7 +12,9 @@ construction. Events waiting for the same handler share one transaction (group c
 handler must not assume it is alone in its session. The handler never commits, acks or retries:
 raising is how it asks for a retry.
 Hot paths register with `on_batch` instead and get the batch's new events at once, so that
-they can read and write with a few statements per batch rather than a few per event.
+they can read and write with a few statements per batch rather than a few per event; the hottest,
+which only read and write, with `on_driver_batch`, whose transaction runs its statements on the
+database driver (`libs.common.driver`, decision 19).
 Handlers that must talk to the outside world between transactions use `on_raw` and own their
 idempotency.
 """
@@ -20,7 +22,7 @@ idempotency.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
 from libs.common.bus import Bus
-from libs.common.db import Database, insert_rows
+from libs.common.db import Database, batch_insert, on_postgres
+from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import EVENT_TYPES, Envelope, Event, utcnow
 from libs.common.logs import log_context
 
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TxHandler = Callable[[AsyncSession, Any, Envelope], Awaitable[None]]
 BatchHandler = Callable[[AsyncSession, list[tuple[Any, Envelope]]], Awaitable[None]]
+DriverBatchHandler = Callable[[DriverTx, list[tuple[Any, Envelope]]], Awaitable[None]]
 RawHandler = Callable[[Database, Any, Envelope], Awaitable[None]]
 
 
@@ -44,7 +48,7 @@ class _Registered:
     name: str
     events: tuple[type[Event], ...]
     fn: Callable[..., Awaitable[None]]
-    kind: Literal["each", "batch", "raw"]
+    kind: Literal["each", "batch", "driver", "raw"]
 
 
 class Consumers:
@@ -67,6 +71,17 @@ class Consumers:
 
         def register(fn: BatchHandler) -> BatchHandler:
             self._registered.append(_Registered(fn.__name__, events, fn, "batch"))
+            return fn
+
+        return register
+
+    def on_driver_batch(
+        self, *events: type[Event]
+    ) -> Callable[[DriverBatchHandler], DriverBatchHandler]:
+        """Like `on_batch`, in a `DriverTx` instead of a session: statements only, no events."""
+
+        def register(fn: DriverBatchHandler) -> DriverBatchHandler:
+            self._registered.append(_Registered(fn.__name__, events, fn, "driver"))
             return fn
 
         return register
@@ -122,24 +137,17 @@ class _Batches:
         await self.commits.submit(envelope)
 
     async def _run(self, batch: list[Envelope]) -> list[None]:
-        now = utcnow()
         events = [e.parse(EVENT_TYPES[e.type]) for e in batch]
+        if self.reg.kind == "driver":
+            async with driver_transaction(self.db) as tx:
+                fresh = self._fresh(batch, events, await tx.fetch(*self._inbox(tx.postgres, batch)))
+                if fresh:
+                    with log_context(consumer=self.group):
+                        await self.reg.fn(tx, fresh)
+            return [None] * len(batch)
         async with self.db.transaction() as session:
-            recorded = await insert_rows(
-                session,
-                self.db.inbox,
-                [{"event_id": e.id, "consumer": self.group, "processed_at": now} for e in batch],
-                self.db.inbox.c.event_id,
-                ignore_conflicts=True,
-            )
-            new = set(recorded.scalars())
-            fresh: list[tuple[Event, Envelope]] = []
-            for envelope, event in zip(batch, events, strict=True):
-                if envelope.id in new:
-                    new.discard(envelope.id)  # the same event twice in one batch: once
-                    fresh.append((event, envelope))
-                else:
-                    log.info("duplicate event skipped", extra={"event_id": envelope.id})
+            recorded = await session.execute(*self._inbox(on_postgres(session), batch))
+            fresh = self._fresh(batch, events, recorded.all())
             if self.reg.kind == "batch":
                 if fresh:
                     with log_context(consumer=self.group):
@@ -151,6 +159,28 @@ class _Batches:
                     ):
                         await self.reg.fn(session, event, envelope)
         return [None] * len(batch)
+
+    def _inbox(self, postgres: bool, batch: list[Envelope]) -> tuple[Any, Any]:
+        """The statement that records the batch's event ids, returning those that are new."""
+        now = utcnow()
+        rows = [{"event_id": e.id, "consumer": self.group, "processed_at": now} for e in batch]
+        return batch_insert(
+            postgres, self.db.inbox, rows, self.db.inbox.c.event_id, ignore_conflicts=True
+        )
+
+    def _fresh(
+        self, batch: list[Envelope], events: list[Event], recorded: Sequence[Any]
+    ) -> list[tuple[Event, Envelope]]:
+        """The batch's events seen for the first time, in order."""
+        new = {row[0] for row in recorded}
+        fresh: list[tuple[Event, Envelope]] = []
+        for envelope, event in zip(batch, events, strict=True):
+            if envelope.id in new:
+                new.discard(envelope.id)  # the same event twice in one batch: once
+                fresh.append((event, envelope))
+            else:
+                log.info("duplicate event skipped", extra={"event_id": envelope.id})
+        return fresh
 
     async def stop(self) -> None:
         await self.commits.stop()

@@ -24,11 +24,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import String, Table, bindparam, delete, func, select, text
+from sqlalchemy import Delete, Select, String, Table, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import after_commit, any_of, insert_rows, on_postgres
+from libs.common.db import any_of, batch_insert
+from libs.common.driver import DriverTx
 from libs.common.envelope import Envelope, Event
 from libs.common.events import (
     AgentStatusChanged,
@@ -132,30 +133,34 @@ class Hub:
                 listener.hand(frame)
 
 
-async def _holders(session: AsyncSession, chat_ids: set[str]) -> dict[str, set[str]]:
+@functools.cache
+def _holders_of(postgres: bool) -> Select[tuple[str, str]]:
+    return select(HOLDERS.c.chat_id, HOLDERS.c.agent_id).where(
+        any_of(postgres, HOLDERS.c.chat_id, "chat_ids")
+    )
+
+
+@functools.cache
+def _release(postgres: bool) -> Delete:
+    return delete(HOLDERS).where(any_of(postgres, HOLDERS.c.chat_id, "chat_ids"))
+
+
+async def _holders(tx: DriverTx, chat_ids: set[str]) -> dict[str, set[str]]:
     held: dict[str, set[str]] = defaultdict(set)
     if chat_ids:
-        rows = await session.execute(
-            select(HOLDERS.c.chat_id, HOLDERS.c.agent_id).where(
-                any_of(on_postgres(session), HOLDERS.c.chat_id, chat_ids)
-            )
-        )
+        rows = await tx.fetch(_holders_of(tx.postgres), {"chat_ids": sorted(chat_ids)})
         for chat_id, agent_id in rows:
             held[chat_id].add(agent_id)
     return held
 
 
-async def _save_holders(
-    session: AsyncSession, holders: dict[str, set[str]], changed: set[str]
-) -> None:
+async def _save_holders(tx: DriverTx, holders: dict[str, set[str]], changed: set[str]) -> None:
     if not changed:
         return
-    await session.execute(
-        delete(HOLDERS).where(any_of(on_postgres(session), HOLDERS.c.chat_id, changed))
-    )
+    await tx.fetch(_release(tx.postgres), {"chat_ids": sorted(changed)})
     rows = [{"chat_id": c, "agent_id": a} for c in changed for a in holders[c]]
     if rows:
-        await insert_rows(session, HOLDERS, rows, ignore_conflicts=True)
+        await tx.fetch(*batch_insert(tx.postgres, HOLDERS, rows, ignore_conflicts=True))
 
 
 def _recipients(event: Event, holders: dict[str, set[str]], changed: set[str]) -> set[str]:
@@ -192,8 +197,8 @@ def _recipients(event: Event, holders: dict[str, set[str]], changed: set[str]) -
 
 
 def register(consumers: Consumers, hub: Hub) -> None:
-    @consumers.on_batch(*FOR_AGENTS)
-    async def push_to_agents(session: AsyncSession, batch: list[tuple[Event, Envelope]]) -> None:
+    @consumers.on_driver_batch(*FOR_AGENTS)
+    async def push_to_agents(tx: DriverTx, batch: list[tuple[Event, Envelope]]) -> None:
         """Append each event to the log of every agent whose console must hear of it.
 
         The holder table follows routing's offers, acceptances, transfers and completions, so
@@ -205,7 +210,7 @@ def register(consumers: Consumers, hub: Hub) -> None:
             for e, _ in batch
             if not isinstance(e, AgentStatusChanged)
         }
-        holders = await _holders(session, chat_ids)
+        holders = await _holders(tx, chat_ids)
         changed: set[str] = set()
         rows: list[dict[str, Any]] = []
         for event, envelope in batch:
@@ -219,51 +224,54 @@ def register(consumers: Consumers, hub: Hub) -> None:
                         "created_at": envelope.time,
                     }
                 )
-        await _save_holders(session, holders, changed)
+        await _save_holders(tx, holders, changed)
         if not rows:
             return
         agent_ids = {row["agent_id"] for row in rows}
-        await _lock_logs(session, agent_ids)
-        newest = await _newest(session, agent_ids)
-        inserted = await insert_rows(
-            session,
-            EVENTS,
-            rows,
-            EVENTS.c.id,
-            EVENTS.c.source_event_id,
-            EVENTS.c.agent_id,
-            ignore_conflicts=True,
+        await _lock_logs(tx, agent_ids)
+        newest = await _newest(tx, agent_ids)
+        inserted = await tx.fetch(
+            *batch_insert(
+                tx.postgres,
+                EVENTS,
+                rows,
+                EVENTS.c.id,
+                EVENTS.c.source_event_id,
+                EVENTS.c.agent_id,
+                ignore_conflicts=True,
+            )
         )
         by_source = {(r["source_event_id"], r["agent_id"]): r for r in rows}
         frames = []
-        for id, source, agent_id in sorted(inserted):
+        for id, source, agent_id in sorted(tuple(row) for row in inserted):
             row = by_source[source, agent_id]
             frames.append((agent_id, Frame(id, row["type"], row["data"], newest.get(agent_id, 0))))
             newest[agent_id] = id
-        after_commit(session, functools.partial(hub.hand, frames))
+        tx.after_commit(functools.partial(hub.hand, frames))
 
 
-async def _lock_logs(session: AsyncSession, agent_ids: set[str]) -> None:
+async def _lock_logs(tx: DriverTx, agent_ids: set[str]) -> None:
     """Hold these agents' logs until commit, so that their rows commit in the order of their ids.
 
     One statement for all of them, taking the locks in the order of their keys (PostgreSQL
     calls a volatile function of the select list after sorting), so that two transactions never
     wait for each other. SQLite needs none: it has one writer at a time.
     """
-    if on_postgres(session):
-        await session.execute(_LOCK_LOGS, {"namespace": LOG_LOCKS, "agents": sorted(agent_ids)})
+    if tx.postgres:
+        await tx.fetch(_LOCK_LOGS, {"namespace": LOG_LOCKS, "agents": sorted(agent_ids)})
 
 
-async def _newest(session: AsyncSession, agent_ids: set[str]) -> dict[str, int]:
+_NEWEST_SQLITE = (
+    select(EVENTS.c.agent_id, func.max(EVENTS.c.id))
+    .where(EVENTS.c.agent_id.in_(bindparam("agents", expanding=True)))
+    .group_by(EVENTS.c.agent_id)
+)
+
+
+async def _newest(tx: DriverTx, agent_ids: set[str]) -> dict[str, int]:
     """Each agent's newest row in the log, if it has any."""
-    if on_postgres(session):
-        rows = await session.execute(_NEWEST_PG, {"agents": sorted(agent_ids)})
-    else:
-        rows = await session.execute(
-            select(EVENTS.c.agent_id, func.max(EVENTS.c.id))
-            .where(EVENTS.c.agent_id.in_(agent_ids))
-            .group_by(EVENTS.c.agent_id)
-        )
+    newest = _NEWEST_PG if tx.postgres else _NEWEST_SQLITE
+    rows = await tx.fetch(newest, {"agents": sorted(agent_ids)})
     return {agent_id: id for agent_id, id in rows if id is not None}
 
 

@@ -1,5 +1,6 @@
-"""The transactional outbox (libs/common/outbox.py), the inbox of `Consumers` handlers, and the
-batched statements they are written with (`insert_rows`, `any_of`, `any_key_of`).
+"""The transactional outbox (libs/common/outbox.py), the inbox of `Consumers` handlers, the
+driver's transactions (libs/common/driver.py), and the batched statements they are written with
+(`insert_rows`, `batch_insert`, `any_of`, `any_key_of`).
 
 Each test runs on PostgreSQL (schema `testsvc` in a fresh database) and on SQLite (a file under
 tmp_path), with the `InMemoryBus` delivering what the relay publishes.
@@ -8,13 +9,25 @@ tmp_path), with the `InMemoryBus` delivering what the relay publishes.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus, InMemoryBus
@@ -23,10 +36,12 @@ from libs.common.db import (
     Database,
     any_key_of,
     any_of,
+    batch_insert,
     bus_tables,
     insert_rows,
     on_postgres,
 )
+from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import Envelope, utcnow
 from libs.common.events import ChatQueued
 from libs.common.handlers import Consumers
@@ -390,3 +405,77 @@ async def test_any_of_and_any_key_of_find_the_rows_asked_for(db: Database) -> No
         )
         # Every key asked for; PostgreSQL may add other combinations of their parts.
         assert asked <= found <= {("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")}
+
+
+# --- handlers on the driver (`on_driver_batch`, `driver_transaction`) --------------------------
+
+
+async def test_driver_batch_handler_runs_once_and_a_failed_attempt_leaves_nothing(
+    db: Database, bus: InMemoryBus
+) -> None:
+    consumers = Consumers(SERVICE)
+    _attached.append(consumers)
+    attempts: list[str] = []
+    committed: list[str] = []
+
+    @consumers.on_driver_batch(ChatQueued)
+    async def record(tx: DriverTx, batch: list[tuple[ChatQueued, Envelope]]) -> None:
+        for event, envelope in batch:
+            attempts.append(envelope.id)
+            row = {"chat_id": event.chat_id, "event_id": envelope.id, "attempt": len(attempts)}
+            await tx.fetch(*batch_insert(tx.postgres, queued_chats, [row]))
+            tx.after_commit(functools.partial(committed.append, envelope.id))
+            if len(attempts) == 1:
+                raise Boom("crashed after writing")
+
+    consumers.attach(bus, db)
+    await bus.start()
+    event = Envelope.wrap(queued("chat-1"), source="routing", subject="chat-1")
+    await bus.publish([event])  # attempt 1 raises and is rolled back, attempt 2 commits
+    await bus.publish([event])  # a repeat: the inbox skips it
+
+    assert attempts == [event.id, event.id]
+    assert committed == [event.id]
+    assert [(r.event_id, r.attempt) for r in await rows(db, queued_chats)] == [(event.id, 2)]
+    assert [(r.event_id, r.consumer) for r in await rows(db, inbox)] == [
+        (event.id, "testsvc.record")
+    ]
+
+
+NAMED = update(queued_chats).where(
+    queued_chats.c.attempt == 1,  # a value of the statement's own
+    queued_chats.c.chat_id == bindparam("chat"),
+)
+
+
+async def test_driver_statements_take_named_values_and_convert_them_like_sqlalchemy(
+    db: Database,
+) -> None:
+    async with db.transaction() as session:
+        await session.execute(
+            insert(queued_chats), [{"chat_id": c, "attempt": a} for c, a in [("a", 1), ("a", 2)]]
+        )
+    async with driver_transaction(db) as tx:
+        await tx.fetch(NAMED.values(event_id="seen"), {"chat": "a"})
+    assert [(r.chat_id, r.attempt, r.event_id) for r in await rows(db, queued_chats)] == [
+        ("a", 1, "seen"),
+        ("a", 2, None),
+    ]
+    # The columns' own conversions apply: a naive time is refused, as through a session.
+    naive = [{"event_id": "e1", "consumer": "c", "processed_at": utcnow().replace(tzinfo=None)}]
+    with pytest.raises(Exception, match="naive datetime"):
+        async with driver_transaction(db) as tx:
+            await tx.fetch(*batch_insert(tx.postgres, inbox, naive))
+    assert await rows(db, inbox) == []
+
+
+async def test_driver_refuses_lists_rendered_at_execution_on_postgresql(db: Database) -> None:
+    listed = select(queued_chats.c.id).where(
+        queued_chats.c.chat_id.in_(bindparam("chats", expanding=True))
+    )
+    async with driver_transaction(db) as tx:
+        if tx.postgres:
+            with pytest.raises(TypeError, match="as an array"):
+                await tx.fetch(listed, {"chats": ["a"]})
+        else:
+            assert await tx.fetch(listed, {"chats": ["a"]}) == []
