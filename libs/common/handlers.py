@@ -140,25 +140,27 @@ class _Batches:
         events = [e.parse(EVENT_TYPES[e.type]) for e in batch]
         if self.reg.kind == "driver":
             async with driver_transaction(self.db) as tx:
-                fresh = self._fresh(batch, events, await tx.fetch(*self._inbox(tx.postgres, batch)))
-                if fresh:
-                    with log_context(consumer=self.group):
-                        await self.reg.fn(tx, fresh)
-            return [None] * len(batch)
-        async with self.db.transaction() as session:
-            recorded = await session.execute(*self._inbox(on_postgres(session), batch))
-            fresh = self._fresh(batch, events, recorded.all())
-            if self.reg.kind == "batch":
-                if fresh:
-                    with log_context(consumer=self.group):
-                        await self.reg.fn(session, fresh)
-            else:
-                for event, envelope in fresh:
-                    with log_context(
-                        event_id=envelope.id, subject=envelope.subject, consumer=self.group
-                    ):
-                        await self.reg.fn(session, event, envelope)
+                recorded = await tx.fetch(*self._inbox(tx.postgres, batch))
+                await self._handle(tx, self._fresh(batch, events, recorded))
+        else:
+            async with self.db.transaction() as session:
+                result = await session.execute(*self._inbox(on_postgres(session), batch))
+                await self._handle(session, self._fresh(batch, events, result.all()))
         return [None] * len(batch)
+
+    async def _handle(
+        self, tx: AsyncSession | DriverTx, fresh: list[tuple[Event, Envelope]]
+    ) -> None:
+        """The handler, in the transaction that recorded the events: a batch handler once, with
+        every new event; any other once per event."""
+        if self.reg.kind != "each":
+            if fresh:
+                with log_context(consumer=self.group):
+                    await self.reg.fn(tx, fresh)
+            return
+        for event, envelope in fresh:
+            with log_context(event_id=envelope.id, subject=envelope.subject, consumer=self.group):
+                await self.reg.fn(tx, event, envelope)
 
     def _inbox(self, postgres: bool, batch: list[Envelope]) -> tuple[Any, Any]:
         """The statement that records the batch's event ids, returning those that are new."""
