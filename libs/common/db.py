@@ -35,13 +35,12 @@ from sqlalchemy import (
     func,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Result, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 from sqlalchemy.types import TypeDecorator
 
 from libs.common.envelope import Envelope, utcnow
@@ -162,29 +161,30 @@ class Database:
                 yield session
                 emitted: list[Envelope] = session.info["outbox"]
                 if emitted:
-                    leased = utcnow() + OUTBOX_LEASE
-                    ids = await insert_rows(
-                        session,
-                        self.outbox,
-                        [
-                            {
-                                "envelope": e.to_bytes().decode(),
-                                "created_at": e.time,
-                                "leased_until": leased,
-                            }
-                            for e in emitted
-                        ],
-                        self.outbox.c.id,
-                    )
-                    # Ids grow in the order the rows were given (see `insert_rows`).
-                    written = list(zip(sorted(ids.scalars()), emitted, strict=True))
+                    ids = (await session.execute(*self.outbox_insert(emitted))).all()
         if emitted:
-            if len(self.committed) < HANDOFF_LIMIT:
-                self.committed.extend(written)
-            # else the relay is far behind: these wait for their lease to run out instead.
-            self.outbox_written.set()
+            self.hand_to_relay(ids, emitted)
         for callback in session.info["after_commit"]:
             callback()
+
+    def outbox_insert(self, emitted: Sequence[Envelope]) -> tuple[Insert, Any]:
+        """The statement (and its parameters) that writes `emitted` to the outbox, already
+        leased to this process's relay, returning their ids."""
+        leased = utcnow() + OUTBOX_LEASE
+        rows = [
+            {"envelope": e.to_bytes().decode(), "created_at": e.time, "leased_until": leased}
+            for e in emitted
+        ]
+        return batch_insert(self.is_postgres, self.outbox, rows, self.outbox.c.id)
+
+    def hand_to_relay(self, ids: Sequence[Any], emitted: Sequence[Envelope]) -> None:
+        """Once `outbox_insert` has committed: give its rows (the ids it returned, with their
+        envelopes) to this process's relay and wake it."""
+        if len(self.committed) < HANDOFF_LIMIT:
+            # Ids grow in the order the rows were given (see `insert_rows`).
+            self.committed.extend(zip(sorted(row[0] for row in ids), emitted, strict=True))
+        # else the relay is far behind: these wait for their lease to run out instead.
+        self.outbox_written.set()
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
@@ -321,15 +321,38 @@ def any_of(postgres: bool, column: Any, values: Collection[Any] | str) -> Column
     return column.in_(bindparam(name, value, expanding=True))
 
 
-def any_key_of(
-    postgres: bool, columns: Sequence[Any], keys: Collection[tuple[Any, ...]]
-) -> ColumnElement[bool]:
-    """`(columns) IN keys`; on PostgreSQL each column against its own values (`any_of`), which
-    also matches mixed combinations of them: the caller drops the rows whose key it did not ask
-    for. Suits keys that differ in one column or two, with an index over the columns."""
-    if postgres:
-        return and_(*(any_of(True, c, {k[i] for k in keys}) for i, c in enumerate(columns)))
-    return tuple_(*columns).in_(keys)
+def any_key_of(postgres: bool, columns: Sequence[Any], name: str) -> ColumnElement[bool]:
+    """`(columns) IN keys`, as each column against its own values (`any_of`, the parameters
+    that `key_values(name, keys)` gives). That also matches mixed combinations of the keys'
+    parts: the caller drops the rows whose key it did not ask for. Suits keys that differ in one
+    column or two, with an index over the columns."""
+    return and_(*(any_of(postgres, c, f"{name}_{i}") for i, c in enumerate(columns)))
+
+
+def key_values(name: str, keys: Collection[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """The parameters of `any_key_of(..., name)` for `keys`."""
+    width = len(next(iter(keys)))
+    return {f"{name}_{i}": sorted({key[i] for key in keys}) for i in range(width)}
+
+
+def advisory_locks(shared: bool = False) -> TextClause:
+    """PostgreSQL advisory locks, held until the transaction ends, on the strings `:keys` (by
+    their hash) in the namespace `:namespace` (an int). One statement takes them all, in the
+    order of their hashes (PostgreSQL calls a volatile function of the select list after
+    sorting), so that two transactions taking several never wait for each other in a circle.
+    Shared locks exclude only exclusive ones."""
+    return _SHARED_LOCKS if shared else _LOCKS
+
+
+def _locks(function: str) -> TextClause:
+    return text(
+        f"SELECT {function}(:namespace, k)"
+        " FROM (SELECT DISTINCT hashtext(key) AS k FROM unnest(:keys) AS key) AS keys ORDER BY k"
+    ).bindparams(bindparam("keys", type_=postgresql.ARRAY(String)))
+
+
+_LOCKS = _locks("pg_advisory_xact_lock")
+_SHARED_LOCKS = _locks("pg_advisory_xact_lock_shared")
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

@@ -12,9 +12,9 @@ construction. Events waiting for the same handler share one transaction (group c
 handler must not assume it is alone in its session. The handler never commits, acks or retries:
 raising is how it asks for a retry.
 Hot paths register with `on_batch` instead and get the batch's new events at once, so that
-they can read and write with a few statements per batch rather than a few per event; the hottest,
-which only read and write, with `on_driver_batch`, whose transaction runs its statements on the
-database driver (`libs.common.driver`, decision 19).
+they can read and write with a few statements per batch rather than a few per event; the hottest
+with `on_driver_batch`, whose transaction runs its statements on the database driver
+(`libs.common.driver`, decision 19).
 Handlers that must talk to the outside world between transactions use `on_raw` and own their
 idempotency.
 """
@@ -78,7 +78,7 @@ class Consumers:
     def on_driver_batch(
         self, *events: type[Event]
     ) -> Callable[[DriverBatchHandler], DriverBatchHandler]:
-        """Like `on_batch`, in a `DriverTx` instead of a session: statements only, no events."""
+        """Like `on_batch`, in a `DriverTx` instead of a session: Core statements only."""
 
         def register(fn: DriverBatchHandler) -> DriverBatchHandler:
             self._registered.append(_Registered(fn.__name__, events, fn, "driver"))

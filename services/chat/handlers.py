@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.driver import DriverTx
 from libs.common.envelope import Envelope
 from libs.common.events import (
     AttachmentFetched,
@@ -24,11 +25,9 @@ from services.chat import edits, service
 consumers = Consumers("chat")
 
 
-@consumers.on_batch(InboundResolved)
-async def thread_inbound(
-    session: AsyncSession, batch: list[tuple[InboundResolved, Envelope]]
-) -> None:
-    await service.thread_inbound(session, [event for event, _ in batch])
+@consumers.on_driver_batch(InboundResolved)
+async def thread_inbound(tx: DriverTx, batch: list[tuple[InboundResolved, Envelope]]) -> None:
+    await service.thread_inbound(tx, [event for event, _ in batch])
 
 
 @consumers.on_batch(ChatOffered)

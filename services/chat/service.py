@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, case, func, insert, select, update
+from sqlalchemy import Insert, Select, Table, bindparam, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import (
     UTCDateTime,
+    advisory_locks,
     any_key_of,
     any_of,
+    batch_insert,
     insert_ignore,
-    insert_rows,
+    key_values,
     on_postgres,
     upsertable,
 )
+from libs.common.driver import DriverTx
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     Attachment,
@@ -57,6 +62,11 @@ CONVERSATION = (CHATS.c.contact_id, CHATS.c.channel_id, CHATS.c.external_chat_id
 MESSAGES = cast(Table, Message.__table__)
 FILES = cast(Table, MessageFile.__table__)
 MERGED = cast(Table, MergedContact.__table__)
+# The advisory locks' namespace ("mrg") for contacts: a merge takes its merged contacts'
+# exclusively, threading takes its messages' contacts' shared. Either the merge waits for the
+# threading to commit, and then moves the chats it opened too; or the threading waits for the
+# merge, and then finds the merged contacts' survivors.
+MERGES = 0x6D7267
 
 
 Conversation = tuple[str, str, str]  # (contact, channel, the customer's chat on it)
@@ -72,56 +82,51 @@ class OpenChat(NamedTuple):
     awaiting_reply_since: datetime | None
 
 
-async def _open_chats(
-    session: AsyncSession, keys: set[Conversation]
-) -> dict[Conversation, OpenChat]:
-    """The open chat of each conversation that has one, locked until the transaction ends (in
-    id order, so that batches never wait on each other in a circle): whether its customer was
-    already waiting for a reply stays true until this batch's messages are in."""
-    rows = await session.execute(
-        select(
-            CHATS.c.id,
-            CHATS.c.agent_id,
-            CHATS.c.awaiting_reply_since,
-            CHATS.c.contact_id,
-            CHATS.c.channel_id,
-            CHATS.c.external_chat_id,
-        )
-        .where(
-            any_key_of(on_postgres(session), CONVERSATION, keys),
-            CHATS.c.status != "completed",
-        )
+@functools.cache
+def _open_chats_of(postgres: bool) -> Select[Any]:
+    return (
+        select(CHATS.c.id, CHATS.c.agent_id, CHATS.c.awaiting_reply_since, *CONVERSATION)
+        .where(any_key_of(postgres, CONVERSATION, "conversation"), CHATS.c.status != "completed")
         .order_by(CHATS.c.id)
         .with_for_update()
     )
-    found = (((row.contact_id, row.channel_id, row.external_chat_id), row) for row in rows)
-    # Only the conversations asked for: the lookup also matches other combinations of their parts.
-    return {
-        key: OpenChat(row.id, row.agent_id, row.awaiting_reply_since)
-        for key, row in found
-        if key in keys
-    }
+
+
+async def _open_chats(tx: DriverTx, keys: set[Conversation]) -> dict[Conversation, OpenChat]:
+    """The open chat of each conversation that has one, locked until the transaction ends (in
+    id order, so that batches never wait on each other in a circle): whether its customer was
+    already waiting for a reply stays true until this batch's messages are in."""
+    rows = await tx.fetch(_open_chats_of(tx.postgres), key_values("conversation", keys))
+    found: dict[Conversation, OpenChat] = {}
+    for id, agent_id, awaiting_reply_since, *conversation in rows:
+        key = cast(Conversation, tuple(conversation))
+        # Only the conversations asked for: the lookup also matches other combinations of parts.
+        if key in keys:
+            found[key] = OpenChat(id, agent_id, awaiting_reply_since)
+    return found
+
+
+@functools.cache
+def _survivors_of(postgres: bool) -> Select[Any]:
+    return select(MERGED.c.merged_id, MERGED.c.survivor_id, MERGED.c.survivor_name).where(
+        any_of(postgres, MERGED.c.merged_id, "contacts")
+    )
 
 
 async def _to_survivors(
-    session: AsyncSession, batch: Sequence[InboundResolved]
+    tx: DriverTx, batch: Sequence[InboundResolved]
 ) -> Sequence[InboundResolved]:
     """The batch with messages attributed to since-merged contacts given to their survivors."""
-    merged = {
-        row.merged_id: row
-        for row in await session.execute(
-            select(MERGED).where(
-                any_of(on_postgres(session), MERGED.c.merged_id, {r.contact_id for r in batch})
-            )
-        )
-    }
+    contacts = sorted({r.contact_id for r in batch})
+    rows = await tx.fetch(_survivors_of(tx.postgres), {"contacts": contacts})
+    merged = {merged_id: (survivor_id, name) for merged_id, survivor_id, name in rows}
     if not merged:
         return batch
     return [
         r.model_copy(
             update={
-                "contact_id": merged[r.contact_id].survivor_id,
-                "contact_name": merged[r.contact_id].survivor_name,
+                "contact_id": merged[r.contact_id][0],
+                "contact_name": merged[r.contact_id][1],
             }
         )
         if r.contact_id in merged
@@ -130,16 +135,20 @@ async def _to_survivors(
     ]
 
 
-async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]) -> None:
+async def thread_inbound(tx: DriverTx, batch: Sequence[InboundResolved]) -> None:
     """Append each message to its contact's open chat of that conversation (the channel and
     the customer's chat on it), or open a new chat.
 
-    A batch costs a handful of Core statements whatever its size: this runs for every customer
-    message. Messages of one customer within a batch go to one chat, in arrival order.
+    A batch costs a handful of statements whatever its size, on the database driver (decision
+    19): this runs for every customer message. Messages of one customer within a batch go to
+    one chat, in arrival order.
     """
-    batch = await _to_survivors(session, batch)
+    if tx.postgres:  # SQLite has one writer at a time
+        contacts = sorted({r.contact_id for r in batch})
+        await tx.fetch(advisory_locks(shared=True), {"namespace": MERGES, "keys": contacts})
+    batch = await _to_survivors(tx, batch)
     keys = {_conversation(r) for r in batch}
-    chats = await _open_chats(session, keys)
+    chats = await _open_chats(tx, keys)
     latest = {_conversation(r): r for r in batch}  # last one wins
     earliest = {_conversation(r): r for r in reversed(batch)}  # first one wins
     opened: dict[Conversation, ChatOpened] = {}
@@ -155,37 +164,39 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
                 opened_at=first.message.received_at,
             )
     if opened:
-        inserted = await insert_rows(
-            session,
-            CHATS,
-            [
-                {
-                    "id": o.chat_id,
-                    "contact_id": o.contact_id,
-                    "contact_name": latest[key].contact_name,
-                    "channel_id": o.channel_id,
-                    "queue_id": o.queue_id,
-                    "platform": o.platform,
-                    "external_chat_id": latest[key].message.external_chat_id,
-                    "status": "new",
-                    "opened_at": o.opened_at,
-                    "awaiting_reply_since": o.opened_at,
-                    "last_message_at": latest[key].message.received_at,
-                    "last_message_preview": _preview(latest[key]),
-                }
-                for key, o in opened.items()
-            ],
-            CHATS.c.id,
-            ignore_conflicts=True,
+        inserted = await tx.fetch(
+            *batch_insert(
+                tx.postgres,
+                CHATS,
+                [
+                    {
+                        "id": o.chat_id,
+                        "contact_id": o.contact_id,
+                        "contact_name": latest[key].contact_name,
+                        "channel_id": o.channel_id,
+                        "queue_id": o.queue_id,
+                        "platform": o.platform,
+                        "external_chat_id": latest[key].message.external_chat_id,
+                        "status": "new",
+                        "opened_at": o.opened_at,
+                        "awaiting_reply_since": o.opened_at,
+                        "last_message_at": latest[key].message.received_at,
+                        "last_message_preview": _preview(latest[key]),
+                    }
+                    for key, o in opened.items()
+                ],
+                CHATS.c.id,
+                ignore_conflicts=True,
+            )
         )
-        claimed = set(inserted.scalars())
+        claimed = {row[0] for row in inserted}
         lost = {key for key, o in opened.items() if o.chat_id not in claimed}
         if lost:
             # Another replica opened these chats at the same moment: join them.
-            chats |= await _open_chats(session, lost)
+            chats |= await _open_chats(tx, lost)
             opened = {key: o for key, o in opened.items() if key not in lost}
         for o in opened.values():
-            emit(session, o, subject=o.chat_id)
+            tx.emit(o, subject=o.chat_id)
 
     views: list[tuple[MessageView, str | None, InboundResolved]] = []
     files: list[dict[str, Any]] = []
@@ -212,31 +223,34 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
         files.extend(
             _file_row(a, view.id, chat_id, position) for position, a in enumerate(view.attachments)
         )
-    await session.execute(
-        insert(MESSAGES),
-        [
-            {
-                "id": view.id,
-                "chat_id": view.chat_id,
-                "direction": "in",
-                "text": view.text,
-                "created_at": view.created_at,
-                "external_message_id": resolved.message.external_message_id,
-                "sent_at": view.sent_at,
-                "sequence": view.sequence,
-            }
-            for view, _, resolved in views
-        ],
+    await tx.fetch(
+        *batch_insert(
+            tx.postgres,
+            MESSAGES,
+            [
+                {
+                    "id": view.id,
+                    "chat_id": view.chat_id,
+                    "direction": "in",
+                    "text": view.text,
+                    "created_at": view.created_at,
+                    "external_message_id": resolved.message.external_message_id,
+                    "sent_at": view.sent_at,
+                    "sequence": view.sequence,
+                }
+                for view, _, resolved in views
+            ],
+        )
     )
     if files:
-        known = await _save_inbound_files(session, files)
+        known = await _save_inbound_files(tx, files)
         views = [
             (v.model_copy(update={"attachments": [known[a.id] for a in v.attachments]}), a, x)
             for v, a, x in views
         ]
     continued = [key for key in latest if key not in opened]
     if continued:
-        await session.execute(
+        await tx.execute_many(
             _CONTINUE,
             [
                 {
@@ -249,8 +263,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
             ],
         )
     for view, agent_id, _ in views:
-        emit(
-            session,
+        tx.emit(
             ChatMessageReceived(chat_id=view.chat_id, agent_id=agent_id, message=view),
             subject=view.chat_id,
         )
@@ -260,7 +273,7 @@ async def thread_inbound(session: AsyncSession, batch: Sequence[InboundResolved]
             waiting = ChatCustomerWaiting(
                 chat_id=chat.id, agent_id=chat.agent_id, since=earliest[key].message.received_at
             )
-            emit(session, waiting, subject=chat.id)
+            tx.emit(waiting, subject=chat.id)
 
 
 _AT = bindparam("at", type_=UTCDateTime)
@@ -309,40 +322,44 @@ def _file_row(
     }
 
 
-async def _save_inbound_files(
-    session: AsyncSession, rows: list[dict[str, Any]]
-) -> dict[str, Attachment]:
+@functools.cache
+def _save_file(postgres: bool) -> Insert:
+    upsert = (postgresql if postgres else sqlite).insert(FILES)
+    return upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "message_id": upsert.excluded.message_id,
+            "chat_id": upsert.excluded.chat_id,
+            "position": upsert.excluded.position,
+        },
+    ).returning(*ATTACHMENT)
+
+
+async def _save_inbound_files(tx: DriverTx, rows: list[dict[str, Any]]) -> dict[str, Attachment]:
     """Record the files of new customer messages; each as it now stands, by id.
 
     A file that ingest already reported (it was quicker than the contact lookup) keeps what the
-    report said; it only learns its message.
+    report said; it only learns its message. One statement per file: few messages carry any.
     """
-    upsert = upsertable(session, FILES)
-    result = await session.execute(
-        upsert.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "message_id": upsert.excluded.message_id,
-                "chat_id": upsert.excluded.chat_id,
-                "position": upsert.excluded.position,
-            },
-        ).returning(*FILES.c),
-        rows,
-    )
-    return {row.id: _attachment(row) for row in result}
+    saved = [(await tx.fetch(_save_file(tx.postgres), row))[0] for row in rows]
+    return {row[0]: _attachment(row) for row in saved}
 
 
-def _attachment(row: Any) -> Attachment:
-    return Attachment(
-        id=row.id,
-        kind=row.kind,
-        name=row.name,
-        mime_type=row.mime_type,
-        size=row.size,
-        state=row.state,
-        error=row.error,
-        blob_key=row.blob_key,
-    )
+# What a file is, as an `Attachment`: its columns, in the order `_attachment` reads them.
+ATTACHMENT = (
+    FILES.c.id,
+    FILES.c.kind,
+    FILES.c.name,
+    FILES.c.mime_type,
+    FILES.c.size,
+    FILES.c.state,
+    FILES.c.error,
+    FILES.c.blob_key,
+)
+
+
+def _attachment(row: Sequence[Any]) -> Attachment:
+    return Attachment(**{column.key: value for column, value in zip(ATTACHMENT, row, strict=True)})
 
 
 async def files_of(
@@ -352,12 +369,12 @@ async def files_of(
     found: dict[str, list[Attachment]] = defaultdict(list)
     if message_ids:
         rows = await session.execute(
-            select(FILES)
+            select(FILES.c.message_id, *ATTACHMENT)
             .where(FILES.c.message_id.in_(message_ids))
             .order_by(FILES.c.message_id, FILES.c.position)
         )
-        for row in rows:
-            found[row.message_id].append(_attachment(row))
+        for message_id, *attachment in rows:
+            found[message_id].append(_attachment(attachment))
     return found
 
 
@@ -585,6 +602,8 @@ async def repoint_contacts(session: AsyncSession, merged: ContactMerged) -> None
     """Merged contacts' chats become the survivor's; later messages attributed to a merged
     contact will be too. Idempotent: a second run finds nothing left to move."""
     gone = merged.merged_ids
+    if on_postgres(session):
+        await session.execute(advisory_locks(), {"namespace": MERGES, "keys": sorted(gone)})
     await session.execute(
         insert_ignore(session, MERGED),
         [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.driver import DriverTx
 from libs.common.envelope import Envelope
 from libs.common.events import (
     ChatOffered,
@@ -18,11 +19,9 @@ from services.contacts import duplicates, service
 consumers = Consumers("contacts")
 
 
-@consumers.on_batch(InboundMessage)
-async def resolve_contact(
-    session: AsyncSession, batch: list[tuple[InboundMessage, Envelope]]
-) -> None:
-    await service.resolve_contacts(session, [event for event, _ in batch])
+@consumers.on_driver_batch(InboundMessage)
+async def resolve_contact(tx: DriverTx, batch: list[tuple[InboundMessage, Envelope]]) -> None:
+    await service.resolve_contacts(tx, [event for event, _ in batch])
 
 
 @consumers.on(PictureFetched)

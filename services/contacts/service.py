@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, tuple_, update
+from sqlalchemy import Delete, Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import any_key_of, insert_rows, on_postgres
+from libs.common.db import any_key_of, any_of, batch_insert, key_values
+from libs.common.driver import DriverTx
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     ContactCreated,
@@ -56,31 +58,29 @@ def _key(message: InboundMessage) -> Key:
     return (message.platform, message.external_user_id, message.channel_id)
 
 
+@functools.cache
+def _contacts_of_stmt(postgres: bool) -> Select[Any]:
+    return (
+        select(IDENTITIES.c.unreachable_since, CONTACTS.c.id, CONTACTS.c.name, *IDENTITY)
+        .join(CONTACTS, IDENTITIES.c.contact_id == CONTACTS.c.id)
+        .where(any_key_of(postgres, IDENTITY, "identity"))
+    )
+
+
 async def _contacts_of(
-    session: AsyncSession, keys: set[Key], unreachable: dict[Key, datetime] | None = None
+    tx: DriverTx, keys: set[Key], unreachable: dict[Key, datetime] | None = None
 ) -> dict[Key, tuple[str, str]]:
     """The (contact id, name) of each identity that has a contact; identities flagged
     unreachable go into `unreachable`, with the time they were flagged."""
-    rows = await session.execute(
-        select(
-            IDENTITIES.c.platform,
-            IDENTITIES.c.external_user_id,
-            IDENTITIES.c.channel_id,
-            IDENTITIES.c.unreachable_since,
-            CONTACTS.c.id,
-            CONTACTS.c.name,
-        )
-        .join(CONTACTS, IDENTITIES.c.contact_id == CONTACTS.c.id)
-        .where(any_key_of(on_postgres(session), IDENTITY, keys))
-    )
+    rows = await tx.fetch(_contacts_of_stmt(tx.postgres), key_values("identity", keys))
     found: dict[Key, tuple[str, str]] = {}
-    for r in rows:
-        key = (r.platform, r.external_user_id, r.channel_id)
+    for unreachable_since, contact_id, name, *identity in rows:
+        key = cast(Key, tuple(identity))
         if key not in keys:
             continue  # another combination of the keys' parts
-        found[key] = (r.id, r.name)
-        if unreachable is not None and r.unreachable_since is not None:
-            unreachable[key] = r.unreachable_since
+        found[key] = (contact_id, name)
+        if unreachable is not None and unreachable_since is not None:
+            unreachable[key] = unreachable_since
     return found
 
 
@@ -94,17 +94,18 @@ def name_word_rows(contact_id: str, key: str) -> list[dict[str, Any]]:
     ]
 
 
-async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage]) -> None:
+async def resolve_contacts(tx: DriverTx, batch: Sequence[InboundMessage]) -> None:
     """Find the contact of each message's identity or create it; pass the messages on.
 
-    A batch costs a handful of Core statements whatever its size: this runs for every customer
-    message. A new customer's messages within a batch create one contact. Merges re-point
-    identities, so a merged contact's customer lands on the survivor here.
+    A batch costs a handful of statements whatever its size, on the database driver (decision
+    19): this runs for every customer message. A new customer's messages within a batch create
+    one contact. Merges re-point identities, so a merged contact's customer lands on the
+    survivor here.
     """
     unreachable: dict[Key, datetime] = {}
-    known = await _contacts_of(session, {_key(m) for m in batch}, unreachable)
+    known = await _contacts_of(tx, {_key(m) for m in batch}, unreachable)
     if unreachable:
-        await _reachable_again(session, batch, unreachable)
+        await _reachable_again(tx, batch, unreachable)
     new: dict[Key, InboundMessage] = {}
     for message in batch:
         if _key(message) not in known:
@@ -113,15 +114,18 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
     if new:
         now = utcnow()
         contacts = {key: (new_id(), m.sender.display_name) for key, m in new.items()}
-        await session.execute(
-            insert(CONTACTS),
-            [
-                {"id": cid, "name": name, "name_key": name_key(name), "created_at": now}
-                for cid, name in contacts.values()
-            ],
+        await tx.fetch(
+            *batch_insert(
+                tx.postgres,
+                CONTACTS,
+                [
+                    {"id": cid, "name": name, "name_key": name_key(name), "created_at": now}
+                    for cid, name in contacts.values()
+                ],
+            )
         )
-        claimed = await insert_rows(
-            session,
+        identities = batch_insert(
+            tx.postgres,
             IDENTITIES,
             [
                 {
@@ -138,26 +142,25 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
             *IDENTITY,
             ignore_conflicts=True,
         )
-        created = {(row[0], row[1], row[2]) for row in claimed}
+        created = {(row[0], row[1], row[2]) for row in await tx.fetch(*identities)}
         lost = set(new) - created
         if lost:
             # Another replica created these customers' contacts at the same moment: use theirs.
-            await session.execute(
-                delete(CONTACTS).where(CONTACTS.c.id.in_([contacts[key][0] for key in lost]))
+            await tx.fetch(
+                _delete_contacts(tx.postgres), {"ids": [contacts[key][0] for key in lost]}
             )
-            known |= await _contacts_of(session, lost)
+            known |= await _contacts_of(tx, lost)
         words = [
             row
             for key in created
             for row in name_word_rows(contacts[key][0], name_key(contacts[key][1]))
         ]
         if words:
-            await session.execute(insert(NAME_WORDS), words)
+            await tx.fetch(*batch_insert(tx.postgres, NAME_WORDS, words))
         for key in created:
             known[key] = contacts[key]
             contact_id, name = contacts[key]
-            emit(
-                session,
+            tx.emit(
                 ContactCreated(
                     contact_id=contact_id,
                     name=name,
@@ -171,8 +174,7 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
     for message in batch:
         key = _key(message)
         contact_id, name = known[key]
-        emit(
-            session,
+        tx.emit(
             InboundResolved(
                 contact_id=contact_id,
                 contact_name=name,
@@ -184,8 +186,13 @@ async def resolve_contacts(session: AsyncSession, batch: Sequence[InboundMessage
         announced.add(key)
 
 
+@functools.cache
+def _delete_contacts(postgres: bool) -> Delete:
+    return delete(CONTACTS).where(any_of(postgres, CONTACTS.c.id, "ids"))
+
+
 async def _reachable_again(
-    session: AsyncSession, batch: Sequence[InboundMessage], unreachable: dict[Key, datetime]
+    tx: DriverTx, batch: Sequence[InboundMessage], unreachable: dict[Key, datetime]
 ) -> None:
     """A customer who writes can be written to: clear the flag of identities that wrote after
     it was set (a message older than the flag is one that overtook it)."""
@@ -193,11 +200,21 @@ async def _reachable_again(
         _key(m) for m in batch if _key(m) in unreachable and m.received_at > unreachable[_key(m)]
     }
     if back:
-        await session.execute(
-            update(IDENTITIES)
-            .where(tuple_(*IDENTITY).in_(back))
-            .values(unreachable_since=None, unreachable_reason=None)
+        await tx.execute_many(
+            _REACHABLE,
+            [{"platform_": p, "user_": u, "channel_": c} for p, u, c in sorted(back)],
         )
+
+
+_REACHABLE = (
+    update(IDENTITIES)
+    .where(
+        IDENTITIES.c.platform == bindparam("platform_"),
+        IDENTITIES.c.external_user_id == bindparam("user_"),
+        IDENTITIES.c.channel_id == bindparam("channel_"),
+    )
+    .values(unreachable_since=None, unreachable_reason=None)
+)
 
 
 async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable) -> None:

@@ -28,7 +28,7 @@ from sqlalchemy import Delete, Select, String, Table, bindparam, delete, func, s
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import any_of, batch_insert
+from libs.common.db import advisory_locks, any_of, batch_insert
 from libs.common.driver import DriverTx
 from libs.common.envelope import Envelope, Event
 from libs.common.events import (
@@ -253,12 +253,10 @@ def register(consumers: Consumers, hub: Hub) -> None:
 async def _lock_logs(tx: DriverTx, agent_ids: set[str]) -> None:
     """Hold these agents' logs until commit, so that their rows commit in the order of their ids.
 
-    One statement for all of them, taking the locks in the order of their keys (PostgreSQL
-    calls a volatile function of the select list after sorting), so that two transactions never
-    wait for each other. SQLite needs none: it has one writer at a time.
+    SQLite needs none: it has one writer at a time.
     """
     if tx.postgres:
-        await tx.fetch(_LOCK_LOGS, {"namespace": LOG_LOCKS, "agents": sorted(agent_ids)})
+        await tx.fetch(advisory_locks(), {"namespace": LOG_LOCKS, "keys": sorted(agent_ids)})
 
 
 _NEWEST_SQLITE = (
@@ -278,11 +276,6 @@ async def _newest(tx: DriverTx, agent_ids: set[str]) -> dict[str, int]:
 # One index probe per agent: grouped by agent, PostgreSQL would read each agent's whole log.
 _NEWEST_PG = text(
     "SELECT a, (SELECT max(id) FROM agent_events WHERE agent_id = a) FROM unnest(:agents) AS a"
-).bindparams(bindparam("agents", type_=ARRAY(String)))
-
-_LOCK_LOGS = text(
-    "SELECT pg_advisory_xact_lock(:namespace, k)"
-    " FROM (SELECT DISTINCT hashtext(a) AS k FROM unnest(:agents) AS a) AS keys ORDER BY k"
 ).bindparams(bindparam("agents", type_=ARRAY(String)))
 
 

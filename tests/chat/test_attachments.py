@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from libs.common.db import Database
-from libs.common.envelope import Envelope, new_id, utcnow
+from libs.common.driver import driver_transaction
+from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     Attachment,
     AttachmentFetched,
@@ -58,23 +57,26 @@ def stored(attachment: Attachment) -> AttachmentFetched:
     )
 
 
-def emitted(session: AsyncSession, event_type: str) -> list[dict[str, Any]]:
-    envelopes: list[Envelope] = session.info["outbox"]
+def emitted(db: Database, event_type: str) -> list[dict[str, Any]]:
+    """The payloads of the events of this type committed since the last call (what this
+    process's relay was handed; nothing relays them here)."""
+    envelopes = [envelope for _, envelope in db.committed]
+    db.committed.clear()
     return [e.data for e in envelopes if e.type == event_type]
 
 
 async def test_a_report_after_the_message_updates_it_for_the_console(db: Database) -> None:
     photo = Attachment(kind="photo", size=1234, platform_file_id="AgAC-file-id")
-    async with db.transaction() as session:
-        await service.thread_inbound(session, [resolved(photo)])
-        [received] = emitted(session, "chat.message_received")
+    async with driver_transaction(db) as tx:
+        await service.thread_inbound(tx, [resolved(photo)])
+    [received] = emitted(db, "chat.message_received")
     [shown] = received["message"]["attachments"]
     assert shown["id"] == photo.id and shown["state"] == "pending"
     assert shown["platform_file_id"] is None  # ingest's business, not the console's
 
     async with db.transaction() as session:
         await service.record_file(session, stored(photo))
-        [updated] = emitted(session, "chat.message_updated")
+    [updated] = emitted(db, "chat.message_updated")
     assert updated["chat_id"] == received["chat_id"]
     assert updated["message"]["id"] == received["message"]["id"]
     [now] = updated["message"]["attachments"]
@@ -91,31 +93,32 @@ async def test_a_report_before_the_message_is_kept_for_it(db: Database) -> None:
     photo = Attachment(kind="photo", platform_file_id="AgAC-file-id")
     async with db.transaction() as session:
         await service.record_file(session, stored(photo))
-        assert emitted(session, "chat.message_updated") == []  # no message to update yet
+    assert emitted(db, "chat.message_updated") == []  # no message to update yet
     async with db.sessions() as session:
         assert await service.get_file(session, photo.id) is None  # nobody's file yet
 
-    async with db.transaction() as session:
-        await service.thread_inbound(session, [resolved(photo)])
-        [received] = emitted(session, "chat.message_received")
+    async with driver_transaction(db) as tx:
+        await service.thread_inbound(tx, [resolved(photo)])
+    [received] = emitted(db, "chat.message_received")
     [shown] = received["message"]["attachments"]
     assert (shown["state"], shown["blob_key"], shown["size"]) == ("stored", KEY, 1234)
 
 
 async def test_a_repeated_or_late_report_changes_nothing(db: Database) -> None:
     photo = Attachment(kind="photo", platform_file_id="AgAC-file-id")
-    async with db.transaction() as session:
-        await service.thread_inbound(session, [resolved(photo)])
+    async with driver_transaction(db) as tx:
+        await service.thread_inbound(tx, [resolved(photo)])
     async with db.transaction() as session:
         await service.record_file(session, stored(photo))
     failed = AttachmentFetched(
         channel_id=new_id(),
         attachment=photo.model_copy(update={"state": "failed", "error": "gone"}),
     )
+    db.committed.clear()  # what the first report told
     async with db.transaction() as session:
         await service.record_file(session, stored(photo))
         await service.record_file(session, failed)
-        assert emitted(session, "chat.message_updated") == []
+    assert emitted(db, "chat.message_updated") == []
     async with db.sessions() as session:
         found = await service.get_file(session, photo.id)
     assert found is not None and (found.state, found.error) == ("stored", None)

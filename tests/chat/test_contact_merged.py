@@ -4,6 +4,7 @@ merged contact before the merge but threaded after it land on the survivor."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 
 from libs.common.bus import InMemoryBus
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.envelope import Envelope, new_id, utcnow
 from libs.common.events import ContactMerged, InboundMessage, InboundResolved, Sender
 from services.chat import service
@@ -28,8 +30,8 @@ async def bus(db: Database) -> AsyncIterator[InMemoryBus]:
     await consumers.stop()
 
 
-async def write(db: Database, contact_id: str, user: str, text: str) -> None:
-    """A customer message attributed to `contact_id`, threaded by chat."""
+def resolved(contact_id: str, user: str, text: str) -> InboundResolved:
+    """A customer message attributed to `contact_id`."""
     message = InboundMessage(
         channel_id="channel-1",
         queue_id="queue-1",
@@ -41,11 +43,15 @@ async def write(db: Database, contact_id: str, user: str, text: str) -> None:
         text=text,
         sent_at=utcnow(),
     )
-    resolved = InboundResolved(
+    return InboundResolved(
         contact_id=contact_id, contact_name=user, contact_created=False, message=message
     )
-    async with db.transaction() as session:
-        await service.thread_inbound(session, [resolved])
+
+
+async def write(db: Database, contact_id: str, user: str, text: str) -> None:
+    """A customer message attributed to `contact_id`, threaded by chat."""
+    async with driver_transaction(db) as tx:
+        await service.thread_inbound(tx, [resolved(contact_id, user, text)])
 
 
 async def chats(db: Database) -> dict[str, tuple[str, str, str]]:
@@ -122,3 +128,49 @@ async def test_a_chat_the_survivor_opened_first_for_a_moved_conversation_wins(
     states = sorted((await chats(db)).values())
     assert states == [("survivor", "completed", "Ivan Petrov"), ("survivor", "new", "Ivan Petrov")]
     assert (await outbox_types(db)).count("chat.completed") == 1
+
+
+async def test_a_merge_and_a_message_of_the_merged_contact_at_the_same_moment(
+    db: Database,
+) -> None:
+    """Whichever of the two transactions starts first, the other waits for it: a message
+    threaded during a merge lands on the survivor, and a chat opened during a merge moves."""
+    await write(db, "dup", "d", "before the merge")
+    release = asyncio.Event()
+
+    async def merge(event: ContactMerged) -> None:
+        async with db.transaction() as session:
+            await service.repoint_contacts(session, event)
+            await release.wait()
+
+    # The merge first: the message, attributed to the merged contact, waits for it.
+    merging = asyncio.create_task(merge(merge_of("survivor", "dup").parse(ContactMerged)))
+    await asyncio.sleep(0.2)
+    writing = asyncio.create_task(write(db, "dup", "d", "during the merge"))
+    await asyncio.sleep(0.3)
+    assert not writing.done()
+    release.set()
+    await asyncio.gather(merging, writing)
+    assert sorted((await chats(db)).values()) == [("survivor", "new", "Ivan Petrov")]
+
+    # The message first (a new customer's, who opens a chat): the merge waits, then moves it.
+    release.clear()
+    threading = asyncio.Event()
+
+    async def open_chat() -> None:
+        async with driver_transaction(db) as tx:
+            await service.thread_inbound(tx, [resolved("dup-2", "e", "hello")])
+            threading.set()
+            await release.wait()
+
+    opening = asyncio.create_task(open_chat())
+    await threading.wait()
+    merging = asyncio.create_task(merge(merge_of("survivor", "dup-2").parse(ContactMerged)))
+    await asyncio.sleep(0.3)
+    assert not merging.done()
+    release.set()
+    await asyncio.gather(opening, merging)
+    assert sorted((await chats(db)).values()) == [
+        ("survivor", "new", "Ivan Petrov"),
+        ("survivor", "new", "Ivan Petrov"),
+    ]

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.envelope import Envelope, new_id, utcnow
 from libs.common.events import (
     ChatMessageEdited,
@@ -42,8 +43,8 @@ async def receive(db: Database, message_id: int, text: str) -> None:
     resolved = InboundResolved(
         contact_id="contact-1", contact_name="Ivan", contact_created=False, message=inbound
     )
-    async with db.transaction() as session:
-        await service.thread_inbound(session, [resolved])
+    async with driver_transaction(db) as tx:
+        await service.thread_inbound(tx, [resolved])
 
 
 def edit(message_id: int, text: str, seconds_later: int) -> InboundEdited:

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.envelope import Envelope, new_id, utcnow
 from libs.common.events import (
     ChatCustomerWaiting,
@@ -40,8 +41,8 @@ def resolved(message_id: int, user: str = "5551234567") -> InboundResolved:
 
 
 async def receive(db: Database, *batch: InboundResolved) -> None:
-    async with db.transaction() as session:
-        await service.thread_inbound(session, list(batch))
+    async with driver_transaction(db) as tx:
+        await service.thread_inbound(tx, list(batch))
 
 
 async def reply(db: Database) -> None:

@@ -39,6 +39,7 @@ from libs.common.db import (
     batch_insert,
     bus_tables,
     insert_rows,
+    key_values,
     on_postgres,
 )
 from libs.common.driver import DriverTx, driver_transaction
@@ -398,12 +399,9 @@ async def test_any_of_and_any_key_of_find_the_rows_asked_for(db: Database) -> No
 
         asked = {("a", "1"), ("b", "2")}
         columns = (queued_chats.c.chat_id, queued_chats.c.event_id)
-        found = set(
-            (
-                await session.execute(select(*columns).where(any_key_of(postgres, columns, asked)))
-            ).all()
-        )
-        # Every key asked for; PostgreSQL may add other combinations of their parts.
+        by_key = select(*columns).where(any_key_of(postgres, columns, "key"))
+        found = set((await session.execute(by_key, key_values("key", asked))).all())
+        # Every key asked for, and maybe other combinations of their parts.
         assert asked <= found <= {("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")}
 
 
@@ -479,3 +477,48 @@ async def test_driver_refuses_lists_rendered_at_execution_on_postgresql(db: Data
                 await tx.fetch(listed, {"chats": ["a"]})
         else:
             assert await tx.fetch(listed, {"chats": ["a"]}) == []
+
+
+async def test_driver_transaction_emits_with_its_work_and_only_if_it_commits(
+    db: Database,
+) -> None:
+    db.outbox_written.clear()
+    with pytest.raises(Boom):
+        async with driver_transaction(db) as tx:
+            await tx.fetch(*batch_insert(tx.postgres, queued_chats, [{"chat_id": "lost"}]))
+            tx.emit(queued("lost"), subject="lost")
+            raise Boom
+    assert await rows(db, outbox) == []
+    assert db.committed == [] and not db.outbox_written.is_set()
+
+    async with driver_transaction(db) as tx:
+        await tx.execute_many(
+            insert(queued_chats), [{"chat_id": c, "attempt": 1} for c in ("chat-1", "chat-2")]
+        )
+        emitted = [tx.emit(queued(c), subject=c) for c in ("chat-1", "chat-2")]
+
+    assert [r.chat_id for r in await rows(db, queued_chats)] == ["chat-1", "chat-2"]
+    assert await outbox_envelopes(db) == emitted
+    assert {e.source for e in emitted} == {SERVICE}
+    assert db.committed == [
+        (r.id, e) for r, e in zip(await rows(db, outbox), emitted, strict=True)
+    ], "handed to the relay after the commit, in order"
+    assert db.outbox_written.is_set()
+
+
+async def test_driver_runs_no_python_side_default_behind_the_callers_back(db: Database) -> None:
+    defaulted = Table(
+        "defaulted",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("n", Integer, nullable=False, default=lambda: 7),
+    )
+    async with db.engine.begin() as conn:
+        await conn.run_sync(defaulted.create)
+    async with driver_transaction(db) as tx:
+        if tx.postgres:  # asyncpg alone would write NULL: refused, naming the column
+            with pytest.raises(TypeError, match="must be given: n"):
+                await tx.fetch(insert(defaulted), {"id": 1})
+        else:  # through the session, SQLAlchemy runs the default
+            await tx.fetch(insert(defaulted), {"id": 1})
+    assert [tuple(r) for r in await rows(db, defaulted)] == ([] if db.is_postgres else [(1, 7)])

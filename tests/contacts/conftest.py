@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.envelope import Envelope, utcnow
 from libs.common.events import InboundMessage, Sender
 from services.contacts import service
@@ -38,8 +39,8 @@ def inbound(name: str, user: str, channel: str = "channel-1") -> InboundMessage:
 async def new_contact(db: Database, name: str, **details: Any) -> str:
     """A customer writes for the first time; their contact, with `details` set (a patch)."""
     message = inbound(name, str(next(_users)))
-    async with db.transaction() as session:
-        await service.resolve_contacts(session, [message])
+    async with driver_transaction(db) as tx:
+        await service.resolve_contacts(tx, [message])
     async with db.sessions() as session:
         contact_id = await session.scalar(
             select(Identity.contact_id).where(Identity.external_user_id == message.external_user_id)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.events import PictureFetched
 from services.contacts import merge, service
 from services.contacts.merge import MergeIn, Refused
@@ -59,10 +60,8 @@ async def test_the_survivor_takes_identities_and_the_details_it_lacks(db: Databa
 
     # The merged contact's customer writes again: the message is the survivor's.
     identity = result.moved["identities"][0]
-    async with db.transaction() as session:
-        await service.resolve_contacts(
-            session, [inbound("Иван Петров", identity["external_user_id"])]
-        )
+    async with driver_transaction(db) as tx:
+        await service.resolve_contacts(tx, [inbound("Иван Петров", identity["external_user_id"])])
     assert (await emitted(db, "inbound.resolved"))[-1]["contact_id"] == survivor
     # And it is no one's duplicate any more.
     assert await found(db, survivor) == {}

@@ -384,7 +384,9 @@ async def test_under_everyone_one_agent_wins_each_chat_across_replicas(
     through each replica: exactly one is answered 200 and owns it."""
     rng = random.Random(1)
     async with Team(replicated, fake_telegram, staff) as team:
-        await team.form(5, routing_rule="everyone", capacity=3, accept_timeout_s=ACCEPT_TIMEOUT_S)
+        # Room for every chat with every agent (16 chats, 5 x 5 places): a full agent is
+        # offered nothing, and the race below wants each chat offered through both replicas.
+        await team.form(5, routing_rule="everyone", capacity=5, accept_timeout_s=ACCEPT_TIMEOUT_S)
         paths = {a.id: ("gateway" if n % 2 == 0 else REPLICA) for n, a in enumerate(team.agents)}
 
         async def race(agent: Agent, chat_id: str) -> None:
