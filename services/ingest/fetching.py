@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.common.batching import GroupCommit
 from libs.common.blobs import BlobStore
 from libs.common.db import Database, after_commit, insert_ignore
+from libs.common.driver import DriverTx
 from libs.common.envelope import Event, new_id, utcnow
 from libs.common.events import Attachment, AttachmentFetched, ContactCreated, PictureFetched
 from libs.common.outbox import emit
@@ -64,8 +65,8 @@ def attachment_jobs(channel_id: str, attachments: list[Attachment]) -> list[dict
     ]
 
 
-async def add_jobs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await session.execute(insert(FETCHES), rows)
+async def add_jobs(tx: DriverTx, rows: list[dict[str, Any]]) -> None:
+    await tx.execute_many(insert(FETCHES), rows)
 
 
 async def add_picture_jobs(session: AsyncSession, contacts: Sequence[ContactCreated]) -> None:

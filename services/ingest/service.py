@@ -3,15 +3,18 @@ in, agents' replies out. Channels themselves are in `channels.py`."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, or_, select, tuple_, update
+from sqlalchemy import Insert, Table, case, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
-from libs.common.db import Database, after_commit, insert_ignore, insert_rows
+from libs.common.db import Database, batch_insert, insert_ignore
+from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import utcnow
 from libs.common.events import (
     ChatReplyPosted,
@@ -49,21 +52,23 @@ def inbound_commits(db: Database, files_waiting: Callable[[], None] = _nothing) 
 
     async def accept(batch: list[tuple[str, Inbound]]) -> list[bool]:
         now = utcnow()
-        async with db.transaction() as session:
-            recorded = await insert_rows(
-                session,
-                INBOUND_KEYS,
-                [{"key": key, "received_at": now} for key, _ in batch],
-                INBOUND_KEYS.c.key,
-                ignore_conflicts=True,
+        async with driver_transaction(db) as tx:
+            recorded = await tx.fetch(
+                *batch_insert(
+                    tx.postgres,
+                    INBOUND_KEYS,
+                    [{"key": key, "received_at": now} for key, _ in batch],
+                    INBOUND_KEYS.c.key,
+                    ignore_conflicts=True,
+                )
             )
-            new = set(recorded.scalars())
+            new = {row[0] for row in recorded}
             accepted, windowed, files = [], [], []
             for key, message in batch:
                 accepted.append(key in new)
                 if key in new:
                     new.discard(key)  # the same update twice in one batch: once
-                    emit(session, message, subject=message.channel_id)
+                    tx.emit(message, subject=message.channel_id)
                     if not isinstance(message, InboundMessage):
                         continue  # an edit: no files, no new activity
                     if message.platform in WINDOWED_PLATFORMS:
@@ -71,22 +76,41 @@ def inbound_commits(db: Database, files_waiting: Callable[[], None] = _nothing) 
                     if message.attachments:
                         files += fetching.attachment_jobs(message.channel_id, message.attachments)
             if windowed:
-                await _record_customer_activity(session, windowed)
+                await _record_customer_activity(tx, windowed)
             if files:
-                await fetching.add_jobs(session, files)
-                after_commit(session, files_waiting)
+                await fetching.add_jobs(tx, files)
+                tx.after_commit(files_waiting)
         return accepted
 
     return GroupCommit(accept, name="ingest.inbound")
 
 
-async def _record_customer_activity(session: AsyncSession, messages: list[InboundMessage]) -> None:
-    threads = await lock_threads(
-        session, [(m.channel_id, m.external_chat_id) for m in messages], create=True
+async def _record_customer_activity(tx: DriverTx, messages: list[InboundMessage]) -> None:
+    """When each customer last wrote, as their thread keeps it (the newest message wins)."""
+    latest: dict[tuple[str, str], datetime] = {}
+    for m in messages:
+        key = (m.channel_id, m.external_chat_id)
+        latest[key] = _later(latest.get(key), m.sent_at)
+    # In the order `lock_threads` takes them, so that the two never wait for each other.
+    await tx.execute_many(
+        _customer_wrote(tx.postgres),
+        [
+            {"channel_id": channel_id, "external_chat_id": chat_id, "last_inbound_at": at}
+            for (channel_id, chat_id), at in sorted(latest.items())
+        ],
     )
-    for message in messages:
-        thread = threads[(message.channel_id, message.external_chat_id)]
-        thread.last_inbound_at = _later(thread.last_inbound_at, message.sent_at)
+
+
+@functools.cache
+def _customer_wrote(postgres: bool) -> Insert:
+    upsert = (postgresql if postgres else sqlite).insert(THREADS)
+    current, wrote = THREADS.c.last_inbound_at, upsert.excluded.last_inbound_at
+    return upsert.on_conflict_do_update(
+        index_elements=[THREADS.c.channel_id, THREADS.c.external_chat_id],
+        set_={
+            "last_inbound_at": case((or_(current.is_(None), wrote > current), wrote), else_=current)
+        },
+    )
 
 
 async def lock_threads(

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from libs.common.blobs import DirectoryBlobStore
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import Attachment, ContactCreated
 from services.ingest import fetching
@@ -74,8 +75,8 @@ async def download(
     db: Database, fetcher: fetching.Fetcher, channel: Channel, attachment: Attachment
 ) -> dict[str, Any]:
     """Queue the file as a webhook does; what ingest reports once the queue is empty."""
-    async with db.transaction() as session:
-        await fetching.add_jobs(session, fetching.attachment_jobs(channel.id, [attachment]))
+    async with driver_transaction(db) as tx:
+        await fetching.add_jobs(tx, fetching.attachment_jobs(channel.id, [attachment]))
     fetcher.wake()
     await drained(db)
     [report] = await outbox(db, "inbound.attachment_fetched")
@@ -131,8 +132,8 @@ async def test_many_files_are_leased_in_batches_and_each_reported_once(
         for _ in range(12)
     ]
     fake_telegram.errors["getFile"] = [(502, "Bad Gateway")]  # one of them retried
-    async with db.transaction() as session:
-        await fetching.add_jobs(session, fetching.attachment_jobs(channel.id, files))
+    async with driver_transaction(db) as tx:
+        await fetching.add_jobs(tx, fetching.attachment_jobs(channel.id, files))
     await worker.start()
     try:
         worker.wake()
@@ -235,8 +236,8 @@ async def test_a_download_interrupted_by_shutdown_is_handed_back(
     worker = new_fetcher(db, blobs, bots)
     await worker.start()
     attachment = Attachment(kind="photo", platform_file_id=file_id)
-    async with db.transaction() as session:
-        await fetching.add_jobs(session, fetching.attachment_jobs(channel.id, [attachment]))
+    async with driver_transaction(db) as tx:
+        await fetching.add_jobs(tx, fetching.attachment_jobs(channel.id, [attachment]))
     worker.wake()
     async with asyncio.timeout(10):
         while not fake_telegram.downloads:
