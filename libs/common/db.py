@@ -221,8 +221,12 @@ def on_postgres(session: AsyncSession) -> bool:
 
 def upsertable(session: AsyncSession, table: Table) -> Any:
     """The session's dialect's INSERT, which has `on_conflict_do_nothing/do_update`."""
-    dialect: Any = postgresql if on_postgres(session) else sqlite
-    return dialect.insert(table)
+    return dialect_insert(on_postgres(session), table)
+
+
+def dialect_insert(postgres: bool, table: Table) -> Any:
+    """PostgreSQL's or SQLite's INSERT, which has `on_conflict_do_nothing/do_update`."""
+    return (postgresql if postgres else sqlite).insert(table)
 
 
 # Statements built once per dialect: SQLAlchemy computes a statement's cache key once per

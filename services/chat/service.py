@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Insert, Select, Table, bindparam, case, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import (
@@ -18,6 +17,7 @@ from libs.common.db import (
     any_key_of,
     any_of,
     batch_insert,
+    dialect_insert,
     insert_ignore,
     key_values,
     on_postgres,
@@ -324,7 +324,7 @@ def _file_row(
 
 @functools.cache
 def _save_file(postgres: bool) -> Insert:
-    upsert = (postgresql if postgres else sqlite).insert(FILES)
+    upsert = dialect_insert(postgres, FILES)
     return upsert.on_conflict_do_update(
         index_elements=["id"],
         set_={

@@ -9,11 +9,10 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Insert, Table, case, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
-from libs.common.db import Database, batch_insert, insert_ignore
+from libs.common.db import Database, batch_insert, dialect_insert, insert_ignore
 from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import utcnow
 from libs.common.events import (
@@ -103,7 +102,7 @@ async def _record_customer_activity(tx: DriverTx, messages: list[InboundMessage]
 
 @functools.cache
 def _customer_wrote(postgres: bool) -> Insert:
-    upsert = (postgresql if postgres else sqlite).insert(THREADS)
+    upsert = dialect_insert(postgres, THREADS)
     current, wrote = THREADS.c.last_inbound_at, upsert.excluded.last_inbound_at
     return upsert.on_conflict_do_update(
         index_elements=[THREADS.c.channel_id, THREADS.c.external_chat_id],
