@@ -1,6 +1,8 @@
 """Each service's own database: a PostgreSQL schema named after the service, or a SQLite file.
 
-`Database.transaction()` is the only way services write: it commits, then wakes the outbox relay.
+Services write in `Database.transaction()` (or, for the hottest handlers, its twin on the driver,
+`libs.common.driver`): events `emit`ted in it are written to the outbox with the work, and the
+relay is woken after the commit.
 Alembic migrations (each service's `migrations/` folder) are applied on start, under an advisory
 lock so that replicas starting together do not race.
 """
@@ -43,7 +45,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 from sqlalchemy.types import TypeDecorator
 
-from libs.common.envelope import Envelope, utcnow
+from libs.common.envelope import Envelope, Event, utcnow
 from libs.common.settings import Settings
 
 # How long the relay that an outbox row was written for may take to publish it before another
@@ -357,6 +359,13 @@ def _locks(function: str) -> TextClause:
 
 _LOCKS = _locks("pg_advisory_xact_lock")
 _SHARED_LOCKS = _locks("pg_advisory_xact_lock_shared")
+
+
+def emit(session: AsyncSession, event: Event, *, subject: str | None = None) -> Envelope:
+    """Add `event` to the outbox of the `Database.transaction()` that `session` belongs to."""
+    envelope = Envelope.wrap(event, source=session.info["source"], subject=subject)
+    session.info["outbox"].append(envelope)
+    return envelope
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

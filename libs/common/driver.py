@@ -29,9 +29,8 @@ from sqlalchemy import CursorResult, Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.base import Executable
 
-from libs.common.db import Database, after_commit
+from libs.common.db import Database, after_commit, emit
 from libs.common.envelope import Envelope, Event
-from libs.common.outbox import emit
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 

@@ -14,23 +14,16 @@ import contextlib
 import logging
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.bus import Bus
 from libs.common.db import OUTBOX_LEASE, Database, any_of
-from libs.common.envelope import Envelope, Event, utcnow
+from libs.common.driver import driver_transaction
+from libs.common.envelope import Envelope, utcnow
 
 log = logging.getLogger(__name__)
 
 # Published rows are deleted in bulk at most this long after they were confirmed.
 DELETE_AFTER_S = 0.25
-
-
-def emit(session: AsyncSession, event: Event, *, subject: str | None = None) -> Envelope:
-    """Add `event` to the outbox of the `Database.transaction()` that `session` belongs to."""
-    envelope = Envelope.wrap(event, source=session.info["source"], subject=subject)
-    session.info["outbox"].append(envelope)
-    return envelope
 
 
 class OutboxRelay:
@@ -90,8 +83,8 @@ class OutboxRelay:
         if self._published and (
             len(self._published) >= self.batch or now >= self._published_since + DELETE_AFTER_S
         ):
-            async with self.db.transaction() as session:
-                await session.execute(self._delete, {"ids": self._published})
+            async with driver_transaction(self.db) as tx:
+                await tx.fetch(self._delete, {"ids": self._published})
             self._published = []
         return len(rows)
 

@@ -22,10 +22,9 @@ from typing import cast
 from sqlalchemy import Table, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import Database, upsertable
+from libs.common.db import Database, emit, upsertable
 from libs.common.envelope import utcnow
 from libs.common.events import ChatMessageEdited, InboundEdited
-from libs.common.outbox import emit
 from services.chat.models import Chat, Message, PendingEdit
 from services.chat.service import files_of
 

@@ -18,6 +18,7 @@ from libs.common.db import (
     any_of,
     batch_insert,
     dialect_insert,
+    emit,
     insert_ignore,
     key_values,
     on_postgres,
@@ -46,7 +47,6 @@ from libs.common.events import (
     InboundResolved,
     MessageView,
 )
-from libs.common.outbox import emit
 from services.chat.models import Chat, MergedContact, Message, MessageFile, ReplyFile
 from services.chat.ordering import conversation_order
 

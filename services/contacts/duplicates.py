@@ -28,10 +28,9 @@ from sqlalchemy import Integer, String, Table, bindparam, func, select, tuple_, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import insert_ignore, on_postgres
+from libs.common.db import emit, insert_ignore, on_postgres
 from libs.common.envelope import utcnow
 from libs.common.events import ChatOffered, ChatOpened, DuplicateCandidate, DuplicatesFound
-from libs.common.outbox import emit
 from services.contacts.models import Contact, ContactOut, ContactPoint, DuplicateSearch, NameWord
 from services.contacts.names import indexed_words, near_spellings
 from services.contacts.rules import Profile, Rule, active_rules

@@ -19,9 +19,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.db import emit
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ContactMerged, MovedIdentity
-from libs.common.outbox import emit
 from services.contacts.details import account_key
 from services.contacts.models import Contact, ContactOut, ContactPoint, Identity, Merge, NameWord
 from services.contacts.service import Merged, announce, contacts_out, points_of, set_points

@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Delete, Select, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import any_key_of, any_of, batch_insert, key_values
+from libs.common.db import any_key_of, any_of, batch_insert, emit, key_values
 from libs.common.driver import DriverTx
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
@@ -22,7 +22,6 @@ from libs.common.events import (
     InboundResolved,
     PictureFetched,
 )
-from libs.common.outbox import emit
 from services.contacts.details import ContactPatch, account_key
 from services.contacts.models import (
     Contact,

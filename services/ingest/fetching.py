@@ -30,11 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
 from libs.common.blobs import BlobStore
-from libs.common.db import Database, after_commit, insert_ignore
+from libs.common.db import Database, after_commit, emit, insert_ignore
 from libs.common.driver import DriverTx
 from libs.common.envelope import Event, new_id, utcnow
 from libs.common.events import Attachment, AttachmentFetched, ContactCreated, PictureFetched
-from libs.common.outbox import emit
 from services.ingest.channels import ChannelCache
 from services.ingest.files import FetchFailed, FileSource, FileTooLarge
 from services.ingest.models import Channel, Fetch

@@ -12,7 +12,7 @@ from sqlalchemy import Insert, Table, case, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
-from libs.common.db import Database, batch_insert, dialect_insert, insert_ignore
+from libs.common.db import Database, batch_insert, dialect_insert, emit, insert_ignore
 from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import utcnow
 from libs.common.events import (
@@ -23,7 +23,6 @@ from libs.common.events import (
     InboundEdited,
     InboundMessage,
 )
-from libs.common.outbox import emit
 from services.ingest import fetching
 from services.ingest.meta.items import Receipt
 from services.ingest.models import Channel, Delivery, InboundKey, Thread

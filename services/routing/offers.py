@@ -19,8 +19,8 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.db import emit
 from libs.common.events import ChatOffered, ChatOfferWithdrawn, WithdrawReason
-from libs.common.outbox import emit
 from services.routing.models import Agent, Assignment, Offer, Queue, QueueMember
 
 QUEUES = cast(Table, Queue.__table__)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import insert_ignore, insert_rows
+from libs.common.db import emit, insert_ignore, insert_rows
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     AgentStatus,
@@ -31,7 +31,6 @@ from libs.common.events import (
     ContactMerged,
     StatusReason,
 )
-from libs.common.outbox import emit
 from services.routing.models import (
     Agent,
     Assignment,

@@ -38,6 +38,7 @@ from libs.common.db import (
     any_of,
     batch_insert,
     bus_tables,
+    emit,
     insert_rows,
     key_values,
     on_postgres,
@@ -46,7 +47,7 @@ from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import Envelope, utcnow
 from libs.common.events import ChatQueued
 from libs.common.handlers import Consumers
-from libs.common.outbox import DELETE_AFTER_S, OutboxRelay, emit
+from libs.common.outbox import DELETE_AFTER_S, OutboxRelay
 from libs.common.settings import Settings
 
 SERVICE = "testsvc"
