@@ -300,12 +300,7 @@ def _batch_insert(
 ) -> Insert:
     stmt: Any
     if postgres:
-        arrays = [bindparam(c, type_=postgresql.ARRAY(table.c[c].type)) for c in columns]
-        given = (
-            func.unnest(*arrays)
-            .table_valued(*columns, with_ordinality="ordinality")
-            .render_derived(name="given")
-        )
+        given = given_rows(table, columns)
         ordered = select(*(given.c[c] for c in columns)).order_by(given.c.ordinality)
         stmt = postgresql.insert(table).from_select(columns, ordered)
     else:
@@ -315,6 +310,17 @@ def _batch_insert(
     if returning:
         stmt = stmt.returning(*returning)
     return stmt
+
+
+def given_rows(table: Table, columns: Sequence[str]) -> Any:
+    """PostgreSQL: rows given as one array per column (parameters named after the columns, typed
+    like them), as a table `given` with those columns and their `ordinality`."""
+    arrays = [bindparam(c, type_=postgresql.ARRAY(table.c[c].type)) for c in columns]
+    return (
+        func.unnest(*arrays)
+        .table_valued(*columns, with_ordinality="ordinality")
+        .render_derived(name="given")
+    )
 
 
 def any_of(postgres: bool, column: Any, values: Collection[Any] | str) -> ColumnElement[bool]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -25,13 +26,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, exists, insert, select, tuple_, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningDelete
 
 from libs.common.batching import GroupCommit
 from libs.common.blobs import BlobStore
-from libs.common.db import Database, after_commit, emit, insert_ignore
-from libs.common.driver import DriverTx
+from libs.common.db import Database, after_commit, given_rows, insert_ignore
+from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import Event, new_id, utcnow
 from libs.common.events import Attachment, AttachmentFetched, ContactCreated, PictureFetched
 from services.ingest.channels import ChannelCache
@@ -117,11 +129,19 @@ _RETRY = (
     .where(FETCHES.c.id == bindparam("b_id"), FETCHES.c.lease_id == bindparam("b_lease_id"))
     .values(attempts=bindparam("b_attempts"), due_at=bindparam("b_due_at"), lease_id=None)
 )
-_DONE = (
-    delete(FETCHES)
-    .where(tuple_(FETCHES.c.id, FETCHES.c.lease_id).in_(bindparam("jobs", expanding=True)))
-    .returning(FETCHES.c.id)
-)
+
+
+@functools.cache
+def _done(postgres: bool) -> ReturningDelete[str]:
+    """Deletes jobs, each only under the lease it was done under (another worker may hold it
+    now); the ids deleted. The jobs come as two arrays (`id`, `lease_id`) on PostgreSQL, as
+    pairs (`jobs`) on SQLite."""
+    if postgres:
+        given = given_rows(FETCHES, ("id", "lease_id"))
+        done = and_(FETCHES.c.id == given.c.id, FETCHES.c.lease_id == given.c.lease_id)
+    else:
+        done = tuple_(FETCHES.c.id, FETCHES.c.lease_id).in_(bindparam("jobs", expanding=True))
+    return delete(FETCHES).where(done).returning(FETCHES.c.id)
 
 
 class Fetcher:
@@ -355,12 +375,12 @@ class Fetcher:
         outcome emitted, or (an outage) put back to be tried later."""
         retries = [(job, outcome) for job, outcome in batch if isinstance(outcome, _Retry)]
         done = [(job, outcome) for job, outcome in batch if not isinstance(outcome, _Retry)]
-        async with self.db.transaction() as session:
+        async with driver_transaction(self.db) as tx:
             if retries:
                 now = utcnow()
                 for _, retry in retries:
                     log.info("file download to be retried: %s", retry.reason)
-                await session.execute(
+                await tx.execute_many(
                     _RETRY,
                     [
                         {
@@ -373,11 +393,13 @@ class Fetcher:
                     ],
                 )
             if done:
-                deleted = set(
-                    await session.scalars(
-                        _DONE, {"jobs": [(job.id, job.lease_id) for job, _ in done]}
-                    )
+                jobs = [(job.id, job.lease_id) for job, _ in done]
+                params = (
+                    {"id": [id for id, _ in jobs], "lease_id": [lease for _, lease in jobs]}
+                    if tx.postgres
+                    else {"jobs": jobs}
                 )
+                deleted = {row[0] for row in await tx.fetch(_done(tx.postgres), params)}
                 # Not deleted: the lease ran out and another worker has the job; it reports.
                 for job, event in done:
                     if event is not None and job.id in deleted:
@@ -386,5 +408,5 @@ class Fetcher:
                             if isinstance(event, PictureFetched)
                             else cast(AttachmentFetched, event).attachment.id
                         )
-                        emit(session, event, subject=subject)
+                        tx.emit(event, subject=subject)
         return [None] * len(batch)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from libs.common.blobs import DirectoryBlobStore
 from libs.common.db import Database
@@ -274,3 +274,34 @@ async def test_a_store_that_keeps_failing_fails_the_file_in_the_end(
     assert failed["state"] == "failed"
     assert failed["error"] == "Something went wrong storing the file."
     assert len(fake_telegram.downloads) == 2
+
+
+async def test_a_worker_whose_lease_ran_out_leaves_the_report_to_the_one_that_took_over(
+    db: Database, channel: Channel, fake_telegram: FakeTelegram, blobs: DirectoryBlobStore
+) -> None:
+    file_id = fake_telegram.add_file(JPEG, "photos", "jpg")
+    attachment = Attachment(kind="photo", platform_file_id=file_id)
+    async with driver_transaction(db) as tx:
+        await fetching.add_jobs(tx, fetching.attachment_jobs(channel.id, [attachment]))
+    bots = TelegramBots()
+    slow, other = new_fetcher(db, blobs, bots), new_fetcher(db, blobs, bots)
+    try:
+        [first] = await slow._lease(1)
+        async with db.transaction() as session:  # its lease runs out before it is done
+            await session.execute(update(fetching.FETCHES).values(due_at=utcnow()))
+        [second] = await other._lease(1)
+        assert (second.id, second.lease_id != first.lease_id) == (first.id, True)
+
+        await slow._work(first)  # downloaded, but the job is no longer its own
+        assert await outbox(db, "inbound.attachment_fetched") == []
+        await other._work(second)
+        [report] = await outbox(db, "inbound.attachment_fetched")
+        assert (report["attachment"]["id"], report["attachment"]["state"]) == (
+            attachment.id,
+            "stored",
+        )
+        await drained(db)
+    finally:
+        for worker in (slow, other):
+            await worker.stop()
+        await bots.close()
