@@ -30,9 +30,9 @@ async def thread_inbound(tx: DriverTx, batch: list[tuple[InboundResolved, Envelo
     await service.thread_inbound(tx, [event for event, _ in batch])
 
 
-@consumers.on_batch(ChatOffered)
-async def record_offer(session: AsyncSession, batch: list[tuple[ChatOffered, Envelope]]) -> None:
-    await service.record_offers(session, [event for event, _ in batch])
+@consumers.on_driver_batch(ChatOffered)
+async def record_offer(tx: DriverTx, batch: list[tuple[ChatOffered, Envelope]]) -> None:
+    await service.record_offers(tx, [event for event, _ in batch])
 
 
 @consumers.on(ChatAccepted)

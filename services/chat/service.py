@@ -422,14 +422,18 @@ async def get_file(session: AsyncSession, file_id: str) -> MessageFile | None:
     return found if found is not None and found.message_id is not None else None
 
 
-async def record_offers(session: AsyncSession, offers: Sequence[ChatOffered]) -> None:
+async def record_offers(tx: DriverTx, offers: Sequence[ChatOffered]) -> None:
     """Mirror routing's offers: a new chat shows whom it is offered to."""
-    await session.execute(
-        update(CHATS)
-        .where(CHATS.c.id == bindparam("offered_chat"), CHATS.c.status == "new")
-        .values(agent_id=bindparam("to_agent")),
-        [{"offered_chat": o.chat_id, "to_agent": o.agent_id} for o in offers],
+    await tx.execute_many(
+        _OFFERED, [{"offered_chat": o.chat_id, "to_agent": o.agent_id} for o in offers]
     )
+
+
+_OFFERED = (
+    update(CHATS)
+    .where(CHATS.c.id == bindparam("offered_chat"), CHATS.c.status == "new")
+    .values(agent_id=bindparam("to_agent"))
+)
 
 
 async def record_acceptance(session: AsyncSession, accepted: ChatAccepted) -> None:

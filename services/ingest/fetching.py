@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    Insert,
     Table,
     and_,
     bindparam,
@@ -37,12 +38,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningDelete
 
 from libs.common.batching import GroupCommit
 from libs.common.blobs import BlobStore
-from libs.common.db import Database, after_commit, given_rows, insert_ignore
+from libs.common.db import Database, dialect_insert, given_rows
 from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import Event, new_id, utcnow
 from libs.common.events import Attachment, AttachmentFetched, ContactCreated, PictureFetched
@@ -80,13 +80,13 @@ async def add_jobs(tx: DriverTx, rows: list[dict[str, Any]]) -> None:
     await tx.execute_many(insert(FETCHES), rows)
 
 
-async def add_picture_jobs(session: AsyncSession, contacts: Sequence[ContactCreated]) -> None:
-    """The pictures of new contacts, to download (one statement; a repeat is ignored)."""
+async def add_picture_jobs(tx: DriverTx, contacts: Sequence[ContactCreated]) -> None:
+    """The pictures of new contacts, to download (one round trip; a repeat is ignored)."""
     if not contacts:
         return
     now = utcnow()
-    await session.execute(
-        insert_ignore(session, FETCHES),
+    await tx.execute_many(
+        _add_ignoring(tx.postgres),
         [
             {
                 "id": contact.contact_id,
@@ -102,8 +102,9 @@ async def add_picture_jobs(session: AsyncSession, contacts: Sequence[ContactCrea
     )
 
 
-async def add_picture_job(session: AsyncSession, contact: ContactCreated) -> None:
-    await add_picture_jobs(session, [contact])
+@functools.cache
+def _add_ignoring(postgres: bool) -> Insert:
+    return dialect_insert(postgres, FETCHES).on_conflict_do_nothing()
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,6 @@ class Fetcher:
     def wake(self) -> None:
         """Something to download was committed in this process: look now, not at the next poll."""
         self._wake.set()
-
-    def wake_after_commit(self, session: AsyncSession) -> None:
-        after_commit(session, self.wake)
 
     async def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="ingest:fetcher")

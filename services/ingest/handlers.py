@@ -3,9 +3,8 @@ contacts' pictures."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from libs.common.db import Database
+from libs.common.driver import DriverTx
 from libs.common.envelope import Envelope
 from libs.common.events import ChatReplyPosted, ContactCreated
 from libs.common.handlers import Consumers
@@ -20,12 +19,10 @@ def build_consumers(senders: service.Senders, fetcher: fetching.Fetcher) -> Cons
         # Not one transaction: the platform call must not run while holding a database lock.
         await service.deliver_reply(db, senders, event)
 
-    @consumers.on_batch(ContactCreated)
-    async def fetch_picture(
-        session: AsyncSession, batch: list[tuple[ContactCreated, Envelope]]
-    ) -> None:
+    @consumers.on_driver_batch(ContactCreated)
+    async def fetch_picture(tx: DriverTx, batch: list[tuple[ContactCreated, Envelope]]) -> None:
         # Only the downloads' jobs here: the fetcher downloads after the commit.
-        await fetching.add_picture_jobs(session, [event for event, _ in batch])
-        fetcher.wake_after_commit(session)
+        await fetching.add_picture_jobs(tx, [event for event, _ in batch])
+        tx.after_commit(fetcher.wake)
 
     return consumers

@@ -206,18 +206,19 @@ async def test_a_picture_is_reported_for_the_contact_and_none_is_quietly_none(
 ) -> None:
     fake_telegram.add_profile_photo(42, (b"small", 160, 160), (JPEG, 640, 640))
     contacts = [new_id(), new_id()]
-    async with db.transaction() as session:
-        for contact_id, user in zip(contacts, ("42", "43"), strict=True):
-            await fetching.add_picture_job(
-                session,
-                ContactCreated(
-                    contact_id=contact_id,
-                    name="Ivan",
-                    platform="telegram",
-                    external_user_id=user,
-                    channel_id=channel.id,
-                ),
-            )
+    created = [
+        ContactCreated(
+            contact_id=contact_id,
+            name="Ivan",
+            platform="telegram",
+            external_user_id=user,
+            channel_id=channel.id,
+        )
+        for contact_id, user in zip(contacts, ("42", "43"), strict=True)
+    ]
+    async with driver_transaction(db) as tx:
+        await fetching.add_picture_jobs(tx, created)
+        await fetching.add_picture_jobs(tx, created[:1])  # a repeat: ignored
     fetcher.wake()
     await drained(db)
 
