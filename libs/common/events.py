@@ -149,7 +149,8 @@ class DuplicatesFound(Event):
     """contacts' duplicate search for a new chat's contact, under the active duplicate rules.
 
     Emitted when the search is done, and again whenever the chat is offered to an agent after
-    that, naming the agent, so that the count reaches the console of whoever holds the chat.
+    that, naming the agent, so that the count reaches the console of whoever holds the chat. A
+    search and an offer handled together give one event, naming the agent.
     """
 
     type = "contact.duplicates_found"

@@ -474,7 +474,9 @@ async def search_for_chats(
                 for row in changed
             ],
         )
-    await _announce(session, announced)
+    # One result per chat and batch, as it stands at the end: a search and its offer that
+    # arrived together publish the result once, naming the agent.
+    await _announce(session, list({row.chat_id: row for row in announced}.values()))
 
 
 async def _announce(session: AsyncSession, searches: Sequence[_Search]) -> None:

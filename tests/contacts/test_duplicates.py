@@ -178,12 +178,12 @@ async def test_a_batch_searches_each_chat_as_alone(db: Database) -> None:
         chats[3]: None,
     }
     published = await emitted(db, "contact.duplicates_found")
+    # One result per chat, as the batch left it: the first chat's names its offer's agent.
     assert [(e["chat_id"], e["agent_id"], e["count"]) for e in published] == [
-        (first.chat_id, None, 1),
+        (first.chat_id, "agent-1", 1),
         (second.chat_id, "agent-2", 1),
         (chats[2].chat_id, None, 1),
         (chats[3].chat_id, None, 0),
-        (first.chat_id, "agent-1", 1),
     ]
     assert published[1]["candidates"][0]["name"] == "Maria Garcia"
     # Each as alone: the same candidates.
