@@ -221,11 +221,6 @@ def on_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def upsertable(session: AsyncSession, table: Table) -> Any:
-    """The session's dialect's INSERT, which has `on_conflict_do_nothing/do_update`."""
-    return dialect_insert(on_postgres(session), table)
-
-
 def dialect_insert(postgres: bool, table: Table) -> Any:
     """PostgreSQL's or SQLite's INSERT, which has `on_conflict_do_nothing/do_update`."""
     return (postgresql if postgres else sqlite).insert(table)
@@ -233,16 +228,16 @@ def dialect_insert(postgres: bool, table: Table) -> Any:
 
 # Statements built once per dialect: SQLAlchemy computes a statement's cache key once per
 # object, so a statement built anew for every batch pays for that traversal every time.
-_IGNORING: dict[tuple[str, Table, tuple[Any, ...]], Insert] = {}
+_IGNORING: dict[tuple[bool, Table, tuple[Any, ...]], Insert] = {}
 
 
-def insert_ignore(session: AsyncSession, table: Table, *returning: Any) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect, RETURNING `returning` if any
-    (check `rowcount`, or the rows returned, for a hit). The same object every time."""
-    key = (session.get_bind().dialect.name, table, returning)
+def insert_ignore(postgres: bool, table: Table, *returning: Any) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING in the dialect, RETURNING `returning` if any (check
+    `rowcount`, or the rows returned, for a hit). The same object every time."""
+    key = (postgres, table, returning)
     stmt = _IGNORING.get(key)
     if stmt is None:
-        stmt = upsertable(session, table).on_conflict_do_nothing()
+        stmt = dialect_insert(postgres, table).on_conflict_do_nothing()
         if returning:
             stmt = stmt.returning(*returning)
         _IGNORING[key] = stmt

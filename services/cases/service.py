@@ -8,7 +8,7 @@ from typing import cast
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import insert_ignore
+from libs.common.db import insert_ignore, on_postgres
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ContactMerged
 from services.cases.models import Case, CaseFromChatIn, MergedContact
@@ -53,7 +53,7 @@ MERGED = cast(Table, MergedContact.__table__)
 async def repoint_contacts(session: AsyncSession, merged: ContactMerged) -> None:
     """Merged contacts' cases become the survivor's. Idempotent."""
     await session.execute(
-        insert_ignore(session, MERGED),
+        insert_ignore(on_postgres(session), MERGED),
         [{"merged_id": m, "survivor_id": merged.survivor_id} for m in merged.merged_ids],
     )
     await session.execute(

@@ -22,7 +22,7 @@ from typing import cast
 from sqlalchemy import Table, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import Database, emit, upsertable
+from libs.common.db import Database, dialect_insert, emit, on_postgres
 from libs.common.envelope import utcnow
 from libs.common.events import ChatMessageEdited, InboundEdited
 from services.chat.models import Chat, Message, PendingEdit
@@ -79,7 +79,7 @@ async def apply_edit(session: AsyncSession, edit: InboundEdited) -> None:
     if found is not None:
         await _apply(session, *found, edit.text, edit.edited_at)
         return
-    upsert = upsertable(session, PENDING)
+    upsert = dialect_insert(on_postgres(session), PENDING)
     await session.execute(
         upsert.values(
             channel_id=edit.channel_id,

@@ -22,7 +22,6 @@ from libs.common.db import (
     insert_ignore,
     key_values,
     on_postgres,
-    upsertable,
 )
 from libs.common.driver import DriverTx
 from libs.common.envelope import new_id, utcnow
@@ -116,8 +115,13 @@ def _survivors_of(postgres: bool) -> Select[Any]:
 async def _to_survivors(
     tx: DriverTx, batch: Sequence[InboundResolved]
 ) -> Sequence[InboundResolved]:
-    """The batch with messages attributed to since-merged contacts given to their survivors."""
+    """The batch with messages attributed to since-merged contacts given to their survivors.
+
+    The contacts are held against merges until the transaction ends (`MERGES`); SQLite needs
+    no lock, having one writer at a time."""
     contacts = sorted({r.contact_id for r in batch})
+    if tx.postgres:
+        await tx.fetch(advisory_locks(shared=True), {"namespace": MERGES, "keys": contacts})
     rows = await tx.fetch(_survivors_of(tx.postgres), {"contacts": contacts})
     merged = {merged_id: (survivor_id, name) for merged_id, survivor_id, name in rows}
     if not merged:
@@ -143,9 +147,6 @@ async def thread_inbound(tx: DriverTx, batch: Sequence[InboundResolved]) -> None
     19): this runs for every customer message. Messages of one customer within a batch go to
     one chat, in arrival order.
     """
-    if tx.postgres:  # SQLite has one writer at a time
-        contacts = sorted({r.contact_id for r in batch})
-        await tx.fetch(advisory_locks(shared=True), {"namespace": MERGES, "keys": contacts})
     batch = await _to_survivors(tx, batch)
     keys = {_conversation(r) for r in batch}
     chats = await _open_chats(tx, keys)
@@ -385,7 +386,7 @@ async def record_file(session: AsyncSession, fetched: AttachmentFetched) -> None
     already, the console hears of it.
     """
     a = fetched.attachment
-    upsert = upsertable(session, FILES)
+    upsert = dialect_insert(on_postgres(session), FILES)
     changed = (
         await session.execute(
             upsert.values(_file_row(a, None, None, 0))
@@ -609,7 +610,7 @@ async def repoint_contacts(session: AsyncSession, merged: ContactMerged) -> None
     if on_postgres(session):
         await session.execute(advisory_locks(), {"namespace": MERGES, "keys": sorted(gone)})
     await session.execute(
-        insert_ignore(session, MERGED),
+        insert_ignore(on_postgres(session), MERGED),
         [
             {
                 "merged_id": m,

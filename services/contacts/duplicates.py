@@ -403,7 +403,7 @@ async def search_for_chats(
     for event in events:
         first.setdefault(event.chat_id, event)
     await session.execute(
-        insert_ignore(session, SEARCHES),
+        insert_ignore(on_postgres(session), SEARCHES),
         [  # in chat order, like the lock below: replicas wait for each other, not deadlock
             {
                 "chat_id": chat_id,

@@ -27,7 +27,6 @@ from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    Insert,
     Table,
     and_,
     bindparam,
@@ -42,7 +41,7 @@ from sqlalchemy.sql.dml import ReturningDelete
 
 from libs.common.batching import GroupCommit
 from libs.common.blobs import BlobStore
-from libs.common.db import Database, dialect_insert, given_rows
+from libs.common.db import Database, given_rows, insert_ignore
 from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import Event, new_id, utcnow
 from libs.common.events import Attachment, AttachmentFetched, ContactCreated, PictureFetched
@@ -86,7 +85,7 @@ async def add_picture_jobs(tx: DriverTx, contacts: Sequence[ContactCreated]) -> 
         return
     now = utcnow()
     await tx.execute_many(
-        _add_ignoring(tx.postgres),
+        insert_ignore(tx.postgres, FETCHES),
         [
             {
                 "id": contact.contact_id,
@@ -100,11 +99,6 @@ async def add_picture_jobs(tx: DriverTx, contacts: Sequence[ContactCreated]) -> 
             for contact in contacts
         ],
     )
-
-
-@functools.cache
-def _add_ignoring(postgres: bool) -> Insert:
-    return dialect_insert(postgres, FETCHES).on_conflict_do_nothing()
 
 
 @dataclass(frozen=True)

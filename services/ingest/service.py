@@ -12,7 +12,14 @@ from sqlalchemy import Insert, Table, case, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.batching import GroupCommit
-from libs.common.db import Database, batch_insert, dialect_insert, emit, insert_ignore
+from libs.common.db import (
+    Database,
+    batch_insert,
+    dialect_insert,
+    emit,
+    insert_ignore,
+    on_postgres,
+)
 from libs.common.driver import DriverTx, driver_transaction
 from libs.common.envelope import utcnow
 from libs.common.events import (
@@ -119,7 +126,7 @@ async def lock_threads(
     wanted = sorted(set(keys))
     if create:
         await session.execute(
-            insert_ignore(session, THREADS),
+            insert_ignore(on_postgres(session), THREADS),
             [{"channel_id": c, "external_chat_id": x} for c, x in wanted],
         )
     found = await session.scalars(

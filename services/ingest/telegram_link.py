@@ -43,7 +43,7 @@ from aiogram.exceptions import (
 from aiogram.types import Update
 from sqlalchemy import Table, or_, select, update
 
-from libs.common.db import Database, insert_ignore
+from libs.common.db import Database, insert_ignore, on_postgres
 from libs.common.envelope import utcnow
 from libs.common.settings import Settings
 from services.ingest import channels, telegram_setup
@@ -79,7 +79,7 @@ async def claim(db: Database, holder: str, channel_ids: Sequence[str], lease_s: 
     now = utcnow()
     async with db.transaction() as session:
         await session.execute(
-            insert_ignore(session, LINKS),
+            insert_ignore(on_postgres(session), LINKS),
             [{"channel_id": c, "holder": None, "leased_until": now} for c in channel_ids],
         )
         held = await session.scalars(

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import emit, insert_ignore, insert_rows
+from libs.common.db import emit, insert_ignore, insert_rows, on_postgres
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     AgentStatus,
@@ -140,7 +140,7 @@ async def _set_members(session: AsyncSession, queue_id: str, agent_ids: Sequence
         await ensure_agent(session, agent_id)
     if wanted:
         await session.execute(
-            insert_ignore(session, MEMBERS),
+            insert_ignore(on_postgres(session), MEMBERS),
             [{"queue_id": queue_id, "agent_id": agent_id} for agent_id in wanted],
         )
 
@@ -162,7 +162,7 @@ async def ensure_agent(session: AsyncSession, agent_id: str) -> Agent:
     agent = await session.get(Agent, agent_id)
     if agent is None:
         await session.execute(
-            insert_ignore(session, AGENTS), [{"id": agent_id, "status": "inactive"}]
+            insert_ignore(on_postgres(session), AGENTS), [{"id": agent_id, "status": "inactive"}]
         )
         agent = await session.get(Agent, agent_id)
     assert agent is not None
