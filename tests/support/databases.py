@@ -17,7 +17,13 @@ from libs.common.settings import Settings
 
 @asynccontextmanager
 async def migrated(
-    dialect: str, postgres_url: str, tmp_path: Path, service: str, metadata: MetaData, package: Path
+    dialect: str,
+    postgres_url: str,
+    tmp_path: Path,
+    service: str,
+    metadata: MetaData,
+    package: Path,
+    revision: str = "head",
 ) -> AsyncIterator[Database]:
     settings = Settings(
         DATABASE_URL=postgres_url if dialect == "postgresql" else None,
@@ -28,7 +34,7 @@ async def migrated(
     if db.is_postgres:
         async with db.engine.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA IF EXISTS "{service}" CASCADE'))
-    await db.migrate()
+    await db.migrate(revision)
     try:
         yield db
     finally:
