@@ -49,9 +49,8 @@ from libs.common.db import Database
 from libs.common.settings import Settings
 from services.contacts import duplicates
 from services.contacts.models import Base
-from services.contacts.names import name_key, name_score
+from services.contacts.names import indexed_words, name_key, name_score
 from services.contacts.rules import Profile, Rule, active_rules
-from services.contacts.service import name_word_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -104,10 +103,8 @@ async def fill(conn: asyncpg.Connection, people: People, data: Dataset, up_to: i
             data.keys.append(key)
             account = rng.choice(accounts) if rng.random() < 0.1 else None
             contacts.append((contact_id, name, key, account, account and account.casefold(), now))
-            words += [
-                (r["contact_id"], r["word"], r["exact"], r["words"], r["full_words"])
-                for r in name_word_rows(contact_id, key)
-            ]
+            full = indexed_words(key)
+            words += [(contact_id, w, len(key.split()), len(full)) for w in full]
             if rng.random() < 0.3:
                 points.append((contact_id, "phone", f"+{rng.randrange(10**10, 10**11)}", 0))
             if rng.random() < 0.2:
@@ -121,7 +118,7 @@ async def fill(conn: asyncpg.Connection, people: People, data: Dataset, up_to: i
         await conn.copy_records_to_table(
             "name_words",
             records=words,
-            columns=["contact_id", "word", "exact", "words", "full_words"],
+            columns=["contact_id", "word", "words", "full_words"],
             schema_name=SCHEMA,
         )
         await conn.copy_records_to_table(

@@ -188,9 +188,7 @@ class Database:
         # else the relay is far behind: these wait for their lease to run out instead.
         self.outbox_written.set()
 
-    async def migrate(self, revision: str = "head") -> None:
-        """Apply the service's migrations up to `revision` (tests stop at an earlier one to
-        check what a later one does to existing rows)."""
+    async def migrate(self) -> None:
         async with self.engine.begin() as conn:
             if self.is_postgres:
                 await conn.execute(
@@ -198,14 +196,14 @@ class Database:
                     {"name": f"chatdesk-migrate-{self.service}"},
                 )
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.service}"'))
-            await conn.run_sync(self._upgrade, revision)
+            await conn.run_sync(self._upgrade)
 
-    def _upgrade(self, connection: Connection, revision: str) -> None:
+    def _upgrade(self, connection: Connection) -> None:
         cfg = Config()
         cfg.set_main_option("script_location", str(self.migrations))
         cfg.attributes["connection"] = connection
         cfg.attributes["metadata"] = self.metadata
-        command.upgrade(cfg, revision)
+        command.upgrade(cfg, "head")
 
     async def ping(self) -> bool:
         try:

@@ -3,13 +3,12 @@ rules. It runs for every new chat (off the message path: on `chat.opened`, in it
 group), its result is stored per chat and published as `contact.duplicates_found`.
 
 Candidates come from indexes, never from a scan of all contacts:
-- names: the `name_words` index holds every word of every live contact's name key and every
-  such word with a letter dropped. A search looks up each word of the searched name and its
-  deletions (a handful of B-tree probes a word: two words one edit apart always meet that way,
-  `names.deletions`) and keeps the contacts that share at least two words that way (one, when
-  either name has a single full word, as "I. Petrov" has); one-word names are compared with
-  one-word names only, as the score of a one-word name against a longer one stays below the
-  lowest threshold a rule may have.
+- names: the `name_words` index holds every word of every live contact's name key. A search
+  looks up each word of the searched name spelled every way one edit away (~400 spellings of a
+  word, one B-tree probe each) and keeps the contacts that share at least two words that way
+  (one, when either name has a single full word, as "I. Petrov" has); one-word names are
+  compared with one-word names only, as the score of a one-word name against a longer one
+  stays below the lowest threshold a rule may have.
 - phones and e-mails: equality on `contact_points`.
 Then every rule is scored on every candidate in Python (rapidfuzz, `names.name_score`). See
 decision 16 in docs/architecture.md and `make bench-duplicates` for why and how fast.
@@ -25,19 +24,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import (
-    Boolean,
-    Integer,
-    String,
-    Table,
-    and_,
-    bindparam,
-    func,
-    or_,
-    select,
-    tuple_,
-    update,
-)
+from sqlalchemy import Integer, String, Table, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,7 +32,7 @@ from libs.common.db import emit, insert_ignore, on_postgres
 from libs.common.envelope import utcnow
 from libs.common.events import ChatOffered, ChatOpened, DuplicateCandidate, DuplicatesFound
 from services.contacts.models import Contact, ContactOut, ContactPoint, DuplicateSearch, NameWord
-from services.contacts.names import SHORT_WORD, deletions, indexed_words
+from services.contacts.names import indexed_words, near_spellings
 from services.contacts.rules import Profile, Rule, active_rules
 from services.contacts.service import contacts_out, points_of
 
@@ -102,6 +89,15 @@ class _NameQuery:
     def of(cls, key: str) -> _NameQuery:
         return cls(indexed_words(key), len(key.split()) == 1)
 
+    @functools.cached_property
+    def spellings(self) -> dict[str, set[int]]:
+        """Every spelling looked up -> the words it stands for."""
+        spellings: dict[str, set[int]] = defaultdict(set)
+        for i, word in enumerate(self.full):
+            for spelling in _near_spellings(word):
+                spellings[spelling].add(i)
+        return spellings
+
     def words_range(self) -> tuple[int, int]:
         """The `name_words.words` a candidate may have."""
         return (1, 1) if self.one_word else (2, MAX_WORDS)
@@ -111,29 +107,20 @@ MAX_WORDS = 32767  # `name_words.words` is a smallint
 
 
 @functools.lru_cache(maxsize=20_000)
-def _spellings(word: str) -> tuple[str, ...]:
-    """The word, then its deletions; kept: first names and common surnames come again and again."""
-    return (word, *sorted(deletions(word)))
-
-
-def _loose(word: str) -> bool:
-    """Whether the word's spellings may meet a stored word's deletion: not for a short word,
-    which is compared as it is (`names.deletions`)."""
-    return len(word) > SHORT_WORD
+def _near_spellings(word: str) -> tuple[str, ...]:
+    """`near_spellings`, kept: first names and common surnames come again and again."""
+    return tuple(near_spellings(word))
 
 
 # The name lookup of many names at once, grouped in the database (the rows of common words stay
-# there). Each distinct word of the batch is sent with its spellings once (`_SPELLED`: `as_is`
-# for the word itself, `loose` when they may meet deletions), and each name as its words
-# (`_ASKED`). Built once: its cache key is then computed once, not per search.
+# there). Each distinct word of the batch is sent with its spellings once (`_SPELLED`), and each
+# name as its words (`_ASKED`). Built once: its cache key is then computed once, not per search.
 _SPELLED = (
     func.unnest(
         bindparam("spellings", type_=ARRAY(String)),
         bindparam("spelled_words", type_=ARRAY(Integer)),
-        bindparam("as_is", type_=ARRAY(Boolean)),
-        bindparam("loose", type_=ARRAY(Boolean)),
     )
-    .table_valued("spelling", "word", "as_is", "loose")
+    .table_valued("spelling", "word")
     .render_derived(with_types=False)
 )
 _ASKED = (
@@ -149,8 +136,6 @@ _ASKED = (
     .render_derived(with_types=False)
 )
 _MATCHED = func.count(_ASKED.c.word_index.distinct())
-# Of those, the words spelled the same: among as many words in common, closer names first.
-_SAME = _MATCHED.filter(and_(_SPELLED.c.as_is, NAME_WORDS.c.exact))
 # Two words in common, or all the words of a name that has fewer.
 _NEEDED = func.least(2, func.min(_ASKED.c.full_count), func.max(NAME_WORDS.c.full_words))
 _GROUPED = (
@@ -158,14 +143,10 @@ _GROUPED = (
         _ASKED.c.query,
         NAME_WORDS.c.contact_id,
         _MATCHED.label("matched"),
-        _SAME.label("same"),
     )
     .join(_SPELLED, NAME_WORDS.c.word == _SPELLED.c.spelling)
     .join(_ASKED, _ASKED.c.word == _SPELLED.c.word)
-    .where(
-        NAME_WORDS.c.words.between(_ASKED.c.min_words, _ASKED.c.max_words),
-        or_(NAME_WORDS.c.exact, _SPELLED.c.loose),
-    )
+    .where(NAME_WORDS.c.words.between(_ASKED.c.min_words, _ASKED.c.max_words))
     .group_by(_ASKED.c.query, NAME_WORDS.c.contact_id)
     .having(_MATCHED >= _NEEDED)
     .subquery()
@@ -177,10 +158,7 @@ _RANKED = (
         _GROUPED.c.query,
         _GROUPED.c.contact_id,
         func.row_number()
-        .over(
-            partition_by=_GROUPED.c.query,
-            order_by=(_GROUPED.c.matched.desc(), _GROUPED.c.same.desc()),
-        )
+        .over(partition_by=_GROUPED.c.query, order_by=_GROUPED.c.matched.desc())
         .label("rank"),
     )
     .cte("ranked")
@@ -194,9 +172,8 @@ _BY_NAMES_PG = (
 
 
 async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str, Profile]]:
-    """For each name key, the contacts whose name shares enough words with it, each within about
-    one edit, as profiles without phones or e-mails: one statement for all the keys on
-    PostgreSQL."""
+    """For each name key, the contacts whose name shares enough words with it, each within one
+    edit, as profiles without phones or e-mails: one statement for all the keys on PostgreSQL."""
     queries = [_NameQuery.of(key) for key in keys]
     found: list[dict[str, Profile]] = [{} for _ in keys]
     wanted = [i for i, q in enumerate(queries) if q.full]  # initials only: nothing to look up
@@ -206,8 +183,8 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
         columns: dict[str, list[Any]] = {
             name: []
             for name in (
-                "spellings", "spelled_words", "as_is", "loose", "words", "word_indexes",
-                "queries", "full_counts", "min_words", "max_words",
+                "spellings", "spelled_words", "words", "word_indexes", "queries", "full_counts",
+                "min_words", "max_words",
             )
         }  # fmt: skip
         numbers: dict[str, int] = {}  # each distinct word -> its number in the statement
@@ -218,11 +195,9 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
                 number = numbers.get(word)
                 if number is None:
                     number = numbers[word] = len(numbers)
-                    spellings = _spellings(word)
+                    spellings = _near_spellings(word)
                     columns["spellings"] += spellings
                     columns["spelled_words"] += [number] * len(spellings)
-                    columns["as_is"] += [True] + [False] * (len(spellings) - 1)
-                    columns["loose"] += [_loose(word)] * len(spellings)
                 for name, value in (
                     ("words", number), ("word_indexes", index), ("queries", i),
                     ("full_counts", len(query.full)), ("min_words", low), ("max_words", high),
@@ -232,36 +207,27 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
             found[row.query][row.id] = _profile(row)
         return found
     # SQLite (embedded mode, small data): the same lookup, grouped here.
-    every = sorted({s for i in wanted for word in queries[i].full for s in _spellings(word)})
-    by_word: dict[str, list[tuple[str, int, int, bool]]] = defaultdict(list)
-    for word, contact_id, words, full_words, exact in await session.execute(
+    every = sorted({s for i in wanted for s in queries[i].spellings})
+    by_word: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    for word, contact_id, words, full_words in await session.execute(
         select(
-            NAME_WORDS.c.word,
-            NAME_WORDS.c.contact_id,
-            NAME_WORDS.c.words,
-            NAME_WORDS.c.full_words,
-            NAME_WORDS.c.exact,
+            NAME_WORDS.c.word, NAME_WORDS.c.contact_id, NAME_WORDS.c.words, NAME_WORDS.c.full_words
         ).where(NAME_WORDS.c.word.in_(every))
     ):
-        by_word[word].append((contact_id, words, full_words, exact))
+        by_word[word].append((contact_id, words, full_words))
     chosen: dict[int, list[str]] = {}
     for i in wanted:
         query = queries[i]
         low, high = query.words_range()
         hits: dict[str, set[int]] = defaultdict(set)
-        same: dict[str, set[int]] = defaultdict(set)
         full_of: dict[str, int] = {}
-        for index, word in enumerate(query.full):
-            loose = _loose(word)
-            for spelling in _spellings(word):
-                for contact_id, words, count, exact in by_word.get(spelling, ()):
-                    if (exact or loose) and low <= words <= high:
-                        hits[contact_id].add(index)
-                        full_of[contact_id] = count
-                        if exact and spelling == word:
-                            same[contact_id].add(index)
+        for spelling, indexes in query.spellings.items():
+            for contact_id, words, count in by_word.get(spelling, ()):
+                if low <= words <= high:
+                    hits[contact_id] |= indexes
+                    full_of[contact_id] = count
         ids = [c for c, h in hits.items() if len(h) >= min(2, len(query.full), full_of[c])]
-        ids.sort(key=lambda c: (-len(hits[c]), -len(same[c])))
+        ids.sort(key=lambda c: -len(hits[c]))
         chosen[i] = ids[:NAME_CANDIDATES]
     live = {
         row.id: _profile(row)

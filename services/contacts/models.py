@@ -67,21 +67,18 @@ class ContactPoint(Base):
 
 class NameWord(Base):
     """The candidate index of names: each word of a live contact's name key (initials left
-    out), and each of those words with one letter dropped, with the number of words of that
-    name. A search looks up the searched name's words and their deletions (`names.deletions`,
-    `duplicates.py`, decision 16 in docs/architecture.md).
+    out), with the number of words of that name. A search looks up every spelling one edit
+    away from the searched name's words (`duplicates.py`, decision 16 in docs/architecture.md).
     """
 
     __tablename__ = "name_words"
     __table_args__ = (
         # Covering: the search reads nothing else, so PostgreSQL answers from the index alone.
-        Index("name_words_lookup", "word", "words", "contact_id", "full_words", "exact"),
+        Index("name_words_lookup", "word", "words", "contact_id", "full_words"),
     )
 
     contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id"), primary_key=True)
     word: Mapped[str] = mapped_column(String(300), primary_key=True)
-    # A word of the name, not only a deletion of one: a searched short word matches only these.
-    exact: Mapped[bool] = mapped_column(Boolean)
     words: Mapped[int] = mapped_column(SmallInteger)  # words of the name, initials included
     full_words: Mapped[int] = mapped_column(SmallInteger)  # initials not included
 

@@ -48,6 +48,10 @@ TABLE = str.maketrans({**CYRILLIC, **LATIN, **dict.fromkeys(JOINERS, "")})
 # "Yuliya", "Iuliia" and "Julija", or "Aleksandr" and "Alexandr", come out alike; doubled
 # letters are collapsed after ("Anna"/"Ana", "Philipp"/"Filip").
 SPELLINGS = (("kh", "h"), ("ph", "f"), ("x", "ks"), ("w", "v"), ("j", "i"), ("y", "i"))
+# The letters a key's words are made of (those replaced above are gone): the candidate index
+# looks words up with one of these changed, added or dropped.
+KEY_LETTERS = "abcdefghiklmnopqrstuvz"
+
 KEY_MAX = 300
 INITIAL = 80.0  # an initial and a name it begins: likely the same, never certain
 LEFTOVER = 0.95  # per token only one of two full names has (a middle name)
@@ -107,24 +111,25 @@ def indexed_words(key: str) -> list[str]:
     return sorted({word for word in key.split() if len(word) > 1})
 
 
-SHORT_WORD = 3  # words this short are compared as they are
+SHORT_WORD = 3  # words this short are looked up as they are
 
 
-def deletions(word: str) -> set[str]:
-    """The word with one letter dropped, every way; none for a short word.
+def near_spellings(word: str) -> set[str]:
+    """The word and every spelling one edit away (a letter changed, added, dropped, or two
+    swapped): a key word within one edit of this one is among them. Around 400 for a name.
 
-    Two words within one edit of each other (a letter changed, added, dropped, or two swapped)
-    always meet among themselves and their deletions: one is the other, or one of the other's
-    deletions, or both have a deletion in common. So the candidate index holds every word and
-    its deletions, and a search looks up the searched word and its deletions: about as many
-    lookups as the word has letters, in any alphabet. A few words two edits apart meet that way
-    too ("abcd", "bcda"); their score sorts them out.
-
-    Short words are compared as they are: one edit is a third of "Ana", which matches half the
-    short names of the world ("Ada", "Ina", "Eva"...), and takes that pair's score below any
-    rule's threshold. A searched short word looks for itself only, never for a deletion of a
-    longer word.
+    Not for short words: one edit is a third of "Ana", which matches half the short names of
+    the world ("Ada", "Ina", "Eva"...), and takes that pair's score below any rule's threshold.
     """
     if len(word) <= SHORT_WORD:
-        return set()
-    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+        return {word}
+    out = {word}
+    for i in range(len(word) + 1):
+        head, tail = word[:i], word[i:]
+        out.update(head + c + tail for c in KEY_LETTERS)
+        if tail:
+            out.add(head + tail[1:])
+            out.update(head + c + tail[1:] for c in KEY_LETTERS)
+            if len(tail) > 1:
+                out.add(head + tail[1] + tail[0] + tail[2:])
+    return {w for w in out if len(w) > 1}

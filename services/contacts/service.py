@@ -32,7 +32,7 @@ from services.contacts.models import (
     NameWord,
     PictureOut,
 )
-from services.contacts.names import deletions, indexed_words, name_key
+from services.contacts.names import indexed_words, name_key
 
 CONTACTS = cast(Table, Contact.__table__)
 IDENTITIES = cast(Table, Identity.__table__)
@@ -84,22 +84,12 @@ async def _contacts_of(
 
 
 def name_word_rows(contact_id: str, key: str) -> list[dict[str, Any]]:
-    """The candidate index's rows for a contact's name key: its words, then their deletions."""
+    """The candidate index's rows for a contact's name key."""
     words = indexed_words(key)
-    spellings = dict.fromkeys(words, True)
-    for word in words:
-        for deletion in deletions(word):
-            spellings.setdefault(deletion, False)
     count = len(key.split())
     return [
-        {
-            "contact_id": contact_id,
-            "word": spelling,
-            "exact": exact,
-            "words": count,
-            "full_words": len(words),
-        }
-        for spelling, exact in spellings.items()
+        {"contact_id": contact_id, "word": w, "words": count, "full_words": len(words)}
+        for w in words
     ]
 
 

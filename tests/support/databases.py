@@ -17,13 +17,7 @@ from libs.common.settings import Settings
 
 @asynccontextmanager
 async def migrated(
-    dialect: str,
-    postgres_url: str,
-    tmp_path: Path,
-    service: str,
-    metadata: MetaData,
-    package: Path,
-    revision: str = "head",
+    dialect: str, postgres_url: str, tmp_path: Path, service: str, metadata: MetaData, package: Path
 ) -> AsyncIterator[Database]:
     settings = Settings(
         DATABASE_URL=postgres_url if dialect == "postgresql" else None,
@@ -34,7 +28,7 @@ async def migrated(
     if db.is_postgres:
         async with db.engine.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA IF EXISTS "{service}" CASCADE'))
-    await db.migrate(revision)
+    await db.migrate()
     try:
         yield db
     finally:
