@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Integer, String, Table, bindparam, func, select, tuple_, update
+from sqlalchemy import Boolean, Integer, String, Table, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -119,8 +119,9 @@ _SPELLED = (
     func.unnest(
         bindparam("spellings", type_=ARRAY(String)),
         bindparam("spelled_words", type_=ARRAY(Integer)),
+        bindparam("as_is", type_=ARRAY(Boolean)),
     )
-    .table_valued("spelling", "word")
+    .table_valued("spelling", "word", "as_is")
     .render_derived(with_types=False)
 )
 _ASKED = (
@@ -136,6 +137,9 @@ _ASKED = (
     .render_derived(with_types=False)
 )
 _MATCHED = func.count(_ASKED.c.word_index.distinct())
+# Of those, the words spelled the same: among as many words in common, closer names first (a
+# common name can have more candidates than are kept).
+_SAME = _MATCHED.filter(_SPELLED.c.as_is)
 # Two words in common, or all the words of a name that has fewer.
 _NEEDED = func.least(2, func.min(_ASKED.c.full_count), func.max(NAME_WORDS.c.full_words))
 _GROUPED = (
@@ -143,6 +147,7 @@ _GROUPED = (
         _ASKED.c.query,
         NAME_WORDS.c.contact_id,
         _MATCHED.label("matched"),
+        _SAME.label("same"),
     )
     .join(_SPELLED, NAME_WORDS.c.word == _SPELLED.c.spelling)
     .join(_ASKED, _ASKED.c.word == _SPELLED.c.word)
@@ -158,7 +163,10 @@ _RANKED = (
         _GROUPED.c.query,
         _GROUPED.c.contact_id,
         func.row_number()
-        .over(partition_by=_GROUPED.c.query, order_by=_GROUPED.c.matched.desc())
+        .over(
+            partition_by=_GROUPED.c.query,
+            order_by=(_GROUPED.c.matched.desc(), _GROUPED.c.same.desc()),
+        )
         .label("rank"),
     )
     .cte("ranked")
@@ -183,8 +191,8 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
         columns: dict[str, list[Any]] = {
             name: []
             for name in (
-                "spellings", "spelled_words", "words", "word_indexes", "queries", "full_counts",
-                "min_words", "max_words",
+                "spellings", "spelled_words", "as_is", "words", "word_indexes", "queries",
+                "full_counts", "min_words", "max_words",
             )
         }  # fmt: skip
         numbers: dict[str, int] = {}  # each distinct word -> its number in the statement
@@ -198,6 +206,7 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
                     spellings = _near_spellings(word)
                     columns["spellings"] += spellings
                     columns["spelled_words"] += [number] * len(spellings)
+                    columns["as_is"] += [s == word for s in spellings]
                 for name, value in (
                     ("words", number), ("word_indexes", index), ("queries", i),
                     ("full_counts", len(query.full)), ("min_words", low), ("max_words", high),
@@ -220,14 +229,17 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
         query = queries[i]
         low, high = query.words_range()
         hits: dict[str, set[int]] = defaultdict(set)
+        same: dict[str, set[int]] = defaultdict(set)
         full_of: dict[str, int] = {}
         for spelling, indexes in query.spellings.items():
+            as_is = {n for n in indexes if query.full[n] == spelling}
             for contact_id, words, count in by_word.get(spelling, ()):
                 if low <= words <= high:
                     hits[contact_id] |= indexes
+                    same[contact_id] |= as_is
                     full_of[contact_id] = count
         ids = [c for c, h in hits.items() if len(h) >= min(2, len(query.full), full_of[c])]
-        ids.sort(key=lambda c: -len(hits[c]))
+        ids.sort(key=lambda c: (-len(hits[c]), -len(same[c])))
         chosen[i] = ids[:NAME_CANDIDATES]
     live = {
         row.id: _profile(row)
