@@ -433,11 +433,12 @@ async def test_acks_count_a_reopened_channel_s_deliveries_anew(rabbit: Buses) ->
     # A channel error (an ack of a tag never delivered) makes the broker close the consumer's
     # channel; the robust channel reopens and consumes again, its delivery tags from 1 again.
     assert isinstance(bus, RabbitBus)
-    [(channel, _, _)] = bus._consumers
+    [consumer] = bus._consumers
     reopened = asyncio.Event()
-    channel.reopen_callbacks.add(lambda *_: reopened.set())  # type: ignore[attr-defined]
-    await (await channel.get_underlay_channel()).basic_ack(delivery_tag=1_000)
+    consumer.channel.reopen_callbacks.add(lambda *_: reopened.set())
+    await (await consumer.channel.get_underlay_channel()).basic_ack(delivery_tag=1_000)
     await asyncio.wait_for(reopened.wait(), DEADLINE_S)
+    await eventually(bus.ready, "consuming on the reopened channel")
 
     after = [envelope("chat.opened", n=5, hang=True), envelope("chat.opened", n=6)]
     await bus.publish(after)

@@ -13,25 +13,26 @@ Topology, declared at start and readable off the code:
 Messages are persistent and published with confirms; a group's message is acked only after its
 handler returned, i.e. after the handler's transaction committed. Acks are cumulative where they
 can be (`_Acker`): a group-commit batch's messages cost one ack frame, not one each.
+
+aio-pika keeps the connection and the channels open (robust: reopened after a network or channel
+error, with their queues declared again), and declares the topology. Deliveries are consumed and
+acked on the channel underneath (aiormq), as publishes are sent: aio-pika's message wrapper and
+the task it starts for every delivery add nothing here but CPU. So a reopened channel's consumer
+is started again here (`_Consumer.start`, a reopen callback), not by aio-pika.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import aio_pika
 import aiormq.abc
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
-from aio_pika.exceptions import ChannelInvalidStateError
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from libs.common.bus.base import Bus, Subscription
 from libs.common.envelope import Envelope
@@ -44,9 +45,10 @@ PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 DELIVERY_LIMIT = 10
 
 
-def _tag(message: AbstractIncomingMessage) -> int:
-    assert message.delivery_tag is not None  # consumed with manual acks: every delivery has one
-    return message.delivery_tag
+def _tag(message: DeliveredMessage) -> int:
+    tag = cast(Basic.Deliver, message.delivery).delivery_tag
+    assert tag is not None  # consumed with manual acks: every delivery has one
+    return tag
 
 
 class _Acker:
@@ -72,20 +74,19 @@ class _Acker:
         # message whose handler was cancelled (shutdown: its channel is closing) or whose
         # republish raised stays here for good; the messages after it are acked one by one.
         self._unfinished: set[int] = set()
-        self._finished: list[AbstractIncomingMessage] = []  # not acked yet
+        self._finished: list[int] = []  # tags not acked yet
         self._flusher: asyncio.Task[None] | None = None
 
-    def delivered(self, message: AbstractIncomingMessage) -> None:
-        tag = _tag(message)
+    def delivered(self, tag: int) -> None:
         self._unfinished.update(range(self._next, tag + 1))
         self._next = max(self._next, tag + 1)
 
-    def finished(self, message: AbstractIncomingMessage) -> None:
-        """Ack `message` soon: its handler returned, or it was republished."""
-        self._unfinished.discard(_tag(message))
+    def finished(self, tag: int) -> None:
+        """Ack delivery `tag` soon: its handler returned, or it was republished."""
+        self._unfinished.discard(tag)
         if self.channel.is_closed:
             return  # the broker took its unacked messages back
-        self._finished.append(message)
+        self._finished.append(tag)
         if self._flusher is None:
             # The task runs after the handlers already woken in this turn: the messages of a
             # batch that committed together are acked together.
@@ -96,19 +97,67 @@ class _Acker:
             while self._finished:
                 done, self._finished = self._finished, []
                 bound = min(self._unfinished, default=self._next)
-                below = [m for m in done if _tag(m) < bound]
+                below = [tag for tag in done if tag < bound]
                 if below:
                     # Also covers those acked alone earlier. Its own tag was never acked, which
                     # the broker requires (else a channel error).
-                    await max(below, key=_tag).ack(multiple=True)
-                for message in done:
-                    if _tag(message) > bound:
-                        await message.ack()
+                    await self.channel.basic_ack(max(below), multiple=True)
+                for tag in done:
+                    if tag > bound:
+                        await self.channel.basic_ack(tag)
         except Exception:
             # The channel closed meanwhile: the broker redelivers whatever it did not ack.
             log.warning("acks not sent", exc_info=True)
         finally:
             self._flusher = None
+
+
+class _Consumer:
+    """A consumer group's consumer, on a robust channel of its own. It consumes on the channel
+    underneath, and again each time aio-pika reopens the robust channel, with a new acker
+    (delivery tags count anew on a new channel)."""
+
+    def __init__(
+        self,
+        channel: AbstractRobustChannel,
+        queue: str,
+        handle: Callable[[DeliveredMessage, _Acker], Awaitable[None]],
+    ) -> None:
+        self.channel, self.queue, self._handle = channel, queue, handle
+        self._acker: _Acker | None = None
+        self._tag: str | None = None  # the consumer tag on `_acker.channel`, once consuming
+        channel.reopen_callbacks.add(self._reopened)
+
+    async def start(self) -> None:
+        underlay = await self.channel.get_underlay_channel()
+        self._acker, self._tag = _Acker(underlay), None
+        self._tag = (await underlay.basic_consume(self.queue, self._deliver)).consumer_tag
+
+    async def _reopened(self, *_: Any) -> None:
+        try:
+            await self.start()
+        except Exception:
+            # aio-pika ignores what a reopen callback raises: say it, and stay not ready
+            # (`consuming`, `/readyz`) until the channel reopens again.
+            log.exception("not consuming from %s after its channel reopened", self.queue)
+
+    async def _deliver(self, message: DeliveredMessage) -> None:
+        acker = self._acker
+        if acker is None or acker.channel is not message.channel or message.channel.is_closed:
+            return  # delivered on a channel since closed: the broker redelivers it
+        acker.delivered(_tag(message))
+        await self._handle(message, acker)
+
+    def consuming(self) -> bool:
+        return (
+            self._tag is not None and self._acker is not None and not self._acker.channel.is_closed
+        )
+
+    async def stop(self) -> None:
+        self.channel.reopen_callbacks.discard(self._reopened)
+        if self.consuming():
+            assert self._acker and self._tag
+            await self._acker.channel.basic_cancel(self._tag)
 
 
 class RabbitBus(Bus):
@@ -126,10 +175,10 @@ class RabbitBus(Bus):
         self.exchange_name = exchange
         self.prefetch = prefetch
         self._connection: AbstractRobustConnection | None = None
-        self._publish_channel: AbstractChannel | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
-        self._consumers: list[tuple[AbstractChannel, AbstractQueue, str]] = []
+        self._consumers: list[_Consumer] = []
 
     def queue_name(self, group: str) -> str:
         return f"{self.exchange_name}.{group}"
@@ -176,21 +225,11 @@ class RabbitBus(Bus):
         dlq = await channel.declare_queue(f"{name}.dlq", durable=True)
         await dlq.bind(self._dlx, routing_key=name)
 
-        acker: _Acker | None = None
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            nonlocal acker
-            try:
-                delivered_on = message.channel
-            except ChannelInvalidStateError:
-                return  # closed since it delivered this message: the broker redelivers it
-            if acker is None or acker.channel is not delivered_on:
-                acker = _Acker(delivered_on)  # the first delivery, or the channel reopened
-            acker.delivered(message)
-            await self._handle(sub, name, message, acker)
-
-        tag = await queue.consume(on_message)
-        self._consumers.append((channel, queue, tag))
+        consumer = _Consumer(
+            channel, name, lambda message, acker: self._handle(sub, name, message, acker)
+        )
+        await consumer.start()
+        self._consumers.append(consumer)
 
     async def _remove(self, group: str) -> None:
         """Delete a retired group's queue and its retry queue; its dead letters stay for
@@ -202,9 +241,10 @@ class RabbitBus(Bus):
             await self._publish_channel.queue_delete(queue)
 
     async def _handle(
-        self, sub: Subscription, queue: str, message: AbstractIncomingMessage, acker: _Acker
+        self, sub: Subscription, queue: str, message: DeliveredMessage, acker: _Acker
     ) -> None:
-        previous = (message.headers or {}).get(ATTEMPTS_HEADER, 0)
+        properties = message.header.properties
+        previous = (properties.headers or {}).get(ATTEMPTS_HEADER, 0)
         attempts = (previous if isinstance(previous, int) else 0) + 1
         try:
             envelope = Envelope.from_bytes(message.body)
@@ -216,7 +256,7 @@ class RabbitBus(Bus):
                 log.exception(
                     "dead-lettered after %d attempts",
                     attempts,
-                    extra={"group": sub.group, "event_id": message.message_id},
+                    extra={"group": sub.group, "event_id": properties.message_id},
                 )
                 await self._republish(message, self._dlx, queue, attempts, error=repr(exc))
             else:
@@ -224,7 +264,7 @@ class RabbitBus(Bus):
                     "handler failed, retrying in %.1fs",
                     self.retry_delay_s,
                     exc_info=True,
-                    extra={"group": sub.group, "event_id": message.message_id},
+                    extra={"group": sub.group, "event_id": properties.message_id},
                 )
                 await self._republish(
                     message,
@@ -233,11 +273,11 @@ class RabbitBus(Bus):
                     attempts,
                     expiration=self.retry_delay_s,
                 )
-        acker.finished(message)
+        acker.finished(_tag(message))
 
     async def _republish(
         self,
-        message: AbstractIncomingMessage,
+        message: DeliveredMessage,
         exchange: AbstractExchange | None,
         routing_key: str,
         attempts: int,
@@ -246,14 +286,15 @@ class RabbitBus(Bus):
         error: str | None = None,
     ) -> None:
         assert self._publish_channel
-        headers: dict[str, Any] = {**(message.headers or {}), ATTEMPTS_HEADER: attempts}
+        properties = message.header.properties
+        headers: dict[str, Any] = {**(properties.headers or {}), ATTEMPTS_HEADER: attempts}
         if error:
             headers["x-error"] = error[:1000]
         copy = aio_pika.Message(
             message.body,
-            message_id=message.message_id,
-            content_type=message.content_type,
-            type=message.type,
+            message_id=properties.message_id,
+            content_type=properties.content_type,
+            type=properties.message_type,
             headers=headers,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             expiration=expiration,
@@ -290,9 +331,8 @@ class RabbitBus(Bus):
         )
 
     async def stop(self) -> None:
-        for channel, queue, tag in self._consumers:
-            if not channel.is_closed:
-                await queue.cancel(tag)
+        for consumer in self._consumers:
+            await consumer.stop()
         self._consumers.clear()
         if self._connection is not None:
             await self._connection.close()
@@ -304,5 +344,5 @@ class RabbitBus(Bus):
             self.started
             and self._connection is not None
             and not self._connection.is_closed
-            and all(not ch.is_closed for ch, _, _ in self._consumers)
+            and all(consumer.consuming() for consumer in self._consumers)
         )
