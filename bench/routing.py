@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import os
 import platform
 import random
@@ -65,6 +64,7 @@ from bench.e2e import (
 )
 from bench.options import add_scratch_database_options
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatCompleted, ChatOpened
 from libs.common.settings import Settings
@@ -224,7 +224,9 @@ class Routing:
                 )
                 for n in range(min(OPENED_BATCH, missing - first))
             ]
-            await self.tx(functools.partial(_queue_chats, batch=batch))
+            async with driver_transaction(self.db) as tx:  # as routing's consumer does
+                await service.queue_chats(tx, batch)
+            self._heard()
         return max(0, missing)
 
     async def activate(self, agent: str) -> float:
@@ -260,10 +262,6 @@ class Routing:
         )
         await self.tx(lambda session: service.close_chat(session, completed))
         return True
-
-
-async def _queue_chats(session: Any, batch: list[ChatOpened]) -> None:
-    await service.queue_chats(session, batch)
 
 
 # --- the baseline: the same writes in bare SQL ------------------------------------------

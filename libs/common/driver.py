@@ -29,7 +29,7 @@ from sqlalchemy import CursorResult, Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.base import Executable
 
-from libs.common.db import Database, after_commit, emit
+from libs.common.db import Database, after_commit, emit, on_postgres
 from libs.common.envelope import Envelope, Event
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
@@ -133,11 +133,14 @@ class _SessionTx:
     postgres: bool = False
 
     async def fetch(self, stmt: Executable, params: Params | None = None) -> Sequence[Any]:
+        # Core statements do not flush the session's pending ORM changes themselves.
+        await self.session.flush()
         # A Core statement's result is a cursor's, which says whether there are rows to read.
         result = cast(CursorResult[Any], await self.session.execute(stmt, params))
         return result.all() if result.returns_rows else []
 
     async def execute_many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        await self.session.flush()
         await self.session.execute(stmt, rows)
 
     def emit(self, event: Event, *, subject: str | None = None) -> Envelope:
@@ -145,6 +148,12 @@ class _SessionTx:
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         after_commit(self.session, callback)
+
+
+def in_session(session: AsyncSession) -> DriverTx:
+    """A `DriverTx` over a session's transaction (`Database.transaction()`), for code that
+    serves both the driver's handlers and the session's requests."""
+    return _SessionTx(session, on_postgres(session))
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.driver import DriverTx
 from libs.common.envelope import Envelope
 from libs.common.events import (
     ChatCompleted,
@@ -21,9 +22,9 @@ from services.routing import service
 consumers = Consumers("routing")
 
 
-@consumers.on_batch(ChatOpened)
-async def queue_chat(session: AsyncSession, batch: list[tuple[ChatOpened, Envelope]]) -> None:
-    await service.queue_chats(session, [event for event, _ in batch])
+@consumers.on_driver_batch(ChatOpened)
+async def queue_chat(tx: DriverTx, batch: list[tuple[ChatOpened, Envelope]]) -> None:
+    await service.queue_chats(tx, [event for event, _ in batch])
 
 
 @consumers.on(ChatCompleted)

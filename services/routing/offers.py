@@ -6,6 +6,10 @@ rows of the queues that share an agent with it, in one order (by id), so replica
 one chat twice, never give one agent's last free slot to two chats (even from two queues), and
 never deadlock. In embedded mode SQLite runs one write transaction at a time,
 which gives the same guarantee.
+
+Locking and offering run in a `DriverTx` (decision 19): on the driver when a new chat comes off
+the bus, in a session's transaction (`in_session`) when an agent or a timer acts. Their
+statements are built once, and lists go as arrays (`any_of`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, or_, select, update
+from sqlalchemy import Select, Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import emit
+from libs.common.db import any_of, emit
+from libs.common.driver import DriverTx
 from libs.common.events import ChatOffered, ChatOfferWithdrawn, WithdrawReason
 from services.routing.models import Agent, Assignment, Offer, Queue, QueueMember
 
@@ -34,9 +39,45 @@ NEVER = datetime.min.replace(tzinfo=UTC)  # an agent who never accepted a chat c
 SLACK = 100
 
 
+class QueueRow(NamedTuple):
+    """A queue's row, read the same from a session or the driver."""
+
+    id: str
+    name: str
+    routing_rule: str
+    capacity: int
+    accept_timeout_s: int
+    reply_timeout_s: int
+    reoffer_overdue: bool
+    auto_complete_after_s: int | None
+    max_wait_s: int | None
+    on_max_wait: str | None
+    overflow_queue_id: str | None
+    last_offered_agent_id: str | None
+    created_at: datetime
+
+
+def _lock_statement(postgres: bool) -> Select[Any]:
+    """The rows of queues `:ids`, and of every queue sharing an agent with them or holding one
+    of `:members`, locked in id order."""
+    agents = select(MEMBERS.c.agent_id).where(any_of(postgres, MEMBERS.c.queue_id, "ids"))
+    shared = select(MEMBERS.c.queue_id).where(
+        or_(MEMBERS.c.agent_id.in_(agents), any_of(postgres, MEMBERS.c.agent_id, "members"))
+    )
+    return (
+        select(*(QUEUES.c[name] for name in QueueRow._fields))
+        .where(or_(any_of(postgres, QUEUES.c.id, "ids"), QUEUES.c.id.in_(shared)))
+        .order_by(QUEUES.c.id)
+        .with_for_update(of=QUEUES)
+    )
+
+
+_LOCK = {postgres: _lock_statement(postgres) for postgres in (True, False)}
+
+
 async def lock_queues(
-    session: AsyncSession, queue_ids: Iterable[str], *, members: Iterable[str] = ()
-) -> dict[str, Row[Any]]:
+    tx: DriverTx, queue_ids: Iterable[str], *, members: Iterable[str] = ()
+) -> dict[str, QueueRow]:
     """Lock these queues' rows, and those of every queue that shares an agent with them (or
     holds one of `members`), in id order (so no two transactions wait on each other), and
     return these queues by id. Call before reading or changing anything routing decides in
@@ -48,17 +89,9 @@ async def lock_queues(
     ids = set(queue_ids)
     if not ids:
         return {}
-    agents = select(MEMBERS.c.agent_id).where(MEMBERS.c.queue_id.in_(ids))
-    shared = select(MEMBERS.c.queue_id).where(
-        or_(MEMBERS.c.agent_id.in_(agents), MEMBERS.c.agent_id.in_(list(members)))
-    )
-    rows = await session.execute(
-        select(QUEUES)
-        .where(or_(QUEUES.c.id.in_(ids), QUEUES.c.id.in_(shared)))
-        .order_by(QUEUES.c.id)
-        .with_for_update(of=QUEUES)
-    )
-    return {row.id: row for row in rows if row.id in ids}
+    rows = await tx.fetch(_LOCK[tx.postgres], {"ids": sorted(ids), "members": sorted(set(members))})
+    queues = (QueueRow(*row) for row in rows)
+    return {queue.id: queue for queue in queues if queue.id in ids}
 
 
 @dataclass(slots=True)
@@ -70,19 +103,22 @@ class _Free:
     load: int  # open chats: owned, plus offers standing
 
 
-async def _free_agents(session: AsyncSession, queue: Row[Any]) -> list[_Free]:
-    owned = (
-        select(func.count())
-        .where(ASSIGNMENTS.c.agent_id == AGENTS.c.id, ASSIGNMENTS.c.state == "assigned")
-        .scalar_subquery()
-    )
-    offered = select(func.count()).where(OFFERS.c.agent_id == AGENTS.c.id).scalar_subquery()
-    rows = await session.execute(
-        select(AGENTS.c.id, AGENTS.c.last_accepted_at, owned + offered)
-        .join(MEMBERS, MEMBERS.c.agent_id == AGENTS.c.id)
-        .where(MEMBERS.c.queue_id == queue.id, AGENTS.c.status == "active")
-        .order_by(AGENTS.c.id)
-    )
+_OWNED = (
+    select(func.count())
+    .where(ASSIGNMENTS.c.agent_id == AGENTS.c.id, ASSIGNMENTS.c.state == "assigned")
+    .scalar_subquery()
+)
+_OFFERED = select(func.count()).where(OFFERS.c.agent_id == AGENTS.c.id).scalar_subquery()
+_MEMBERS_LOAD = (
+    select(AGENTS.c.id, AGENTS.c.last_accepted_at, _OWNED + _OFFERED)
+    .join(MEMBERS, MEMBERS.c.agent_id == AGENTS.c.id)
+    .where(MEMBERS.c.queue_id == bindparam("queue_id"), AGENTS.c.status == "active")
+    .order_by(AGENTS.c.id)
+)
+
+
+async def _free_agents(tx: DriverTx, queue: QueueRow) -> list[_Free]:
+    rows = await tx.fetch(_MEMBERS_LOAD, {"queue_id": queue.id})
     return [
         _Free(agent_id, last or NEVER, load)
         for agent_id, last, load in rows
@@ -91,47 +127,54 @@ async def _free_agents(session: AsyncSession, queue: Row[Any]) -> list[_Free]:
 
 
 async def offer_waiting(
-    session: AsyncSession, queues: dict[str, Row[Any]], now: datetime
+    tx: DriverTx, queues: dict[str, QueueRow], now: datetime
 ) -> list[ChatOffered]:
     """Offer the oldest waiting chats of these (locked) queues to their available agents.
 
     Each queue costs the same few statements however many chats wait in it.
     """
-    await session.flush()  # the Core statements below must see the ORM's pending changes
     made: list[ChatOffered] = []
     for queue_id in sorted(queues):
         queue = queues[queue_id]
-        free = await _free_agents(session, queue)
+        free = await _free_agents(tx, queue)
         if not free:
             continue
         if queue.routing_rule == "everyone":
-            offers = await _to_everyone(session, queue, free, now)
+            offers = await _to_everyone(tx, queue, free, now)
         else:
-            offers = await _to_one(session, queue, free, now)
+            offers = await _to_one(tx, queue, free, now)
         if offers:
-            await _record(session, queue, offers, now)
+            await _record(tx, queue, offers, now)
             made += offers
     return made
 
 
-async def _waiting(session: AsyncSession, queue_id: str, state: str, limit: int) -> list[Any]:
-    """The queue's oldest chats in this state: one ordered range of `assignments_queue_state`
-    (over two states at once PostgreSQL would read and sort the whole backlog)."""
-    rows = await session.execute(
-        select(
-            ASSIGNMENTS.c.chat_id,
-            ASSIGNMENTS.c.contact_id,
-            ASSIGNMENTS.c.passed_over_agent_id,
-            ASSIGNMENTS.c.queued_at,
-        )
-        .where(ASSIGNMENTS.c.queue_id == queue_id, ASSIGNMENTS.c.state == state)
-        .order_by(ASSIGNMENTS.c.queued_at, ASSIGNMENTS.c.chat_id)
-        .limit(limit)
+class _Waiting(NamedTuple):
+    chat_id: str
+    contact_id: str
+    passed_over_agent_id: str | None
+    queued_at: datetime
+
+
+# The queue's oldest chats in a state: one ordered range of `assignments_queue_state` (over two
+# states at once PostgreSQL would read and sort the whole backlog).
+_WAITING = (
+    select(*(ASSIGNMENTS.c[name] for name in _Waiting._fields))
+    .where(
+        ASSIGNMENTS.c.queue_id == bindparam("queue_id"),
+        ASSIGNMENTS.c.state == bindparam("state"),
     )
-    return list(rows)
+    .order_by(ASSIGNMENTS.c.queued_at, ASSIGNMENTS.c.chat_id)
+    .limit(bindparam("limit"))
+)
 
 
-def _offer(queue: Row[Any], chat_id: str, contact_id: str, agent_id: str, now: datetime) -> Any:
+async def _waiting(tx: DriverTx, queue_id: str, state: str, limit: int) -> list[_Waiting]:
+    rows = await tx.fetch(_WAITING, {"queue_id": queue_id, "state": state, "limit": limit})
+    return [_Waiting(*row) for row in rows]
+
+
+def _offer(queue: QueueRow, chat_id: str, contact_id: str, agent_id: str, now: datetime) -> Any:
     expires = None
     if queue.routing_rule != "everyone":
         expires = now + timedelta(seconds=queue.accept_timeout_s)
@@ -146,12 +189,12 @@ def _offer(queue: Row[Any], chat_id: str, contact_id: str, agent_id: str, now: d
 
 
 async def _to_one(
-    session: AsyncSession, queue: Row[Any], free: list[_Free], now: datetime
+    tx: DriverTx, queue: QueueRow, free: list[_Free], now: datetime
 ) -> list[ChatOffered]:
     """Least busy or round robin: each waiting chat to one agent, never to the one it just
     passed over."""
     slots = sum(queue.capacity - f.load for f in free)
-    waiting = await _waiting(session, queue.id, "queued", slots + SLACK)
+    waiting = await _waiting(tx, queue.id, "queued", slots + SLACK)
     pick = _least_busy(free) if queue.routing_rule == "least_busy" else _round_robin(queue, free)
     offers = []
     for chat in waiting:
@@ -182,7 +225,7 @@ def _least_busy(free: list[_Free]) -> Any:
     return pick
 
 
-def _round_robin(queue: Row[Any], free: list[_Free]) -> Any:
+def _round_robin(queue: QueueRow, free: list[_Free]) -> Any:
     """Members in id order, starting after the one offered a chat last."""
     room = {f.agent_id: queue.capacity - f.load for f in free}
     order = sorted(room)
@@ -201,8 +244,16 @@ def _round_robin(queue: Row[Any], free: list[_Free]) -> Any:
     return pick
 
 
+_STANDING = {
+    postgres: select(OFFERS.c.chat_id, OFFERS.c.agent_id).where(
+        any_of(postgres, OFFERS.c.chat_id, "chat_ids")
+    )
+    for postgres in (True, False)
+}
+
+
 async def _to_everyone(
-    session: AsyncSession, queue: Row[Any], free: list[_Free], now: datetime
+    tx: DriverTx, queue: QueueRow, free: list[_Free], now: datetime
 ) -> list[ChatOffered]:
     """Every waiting chat to every available member, as far as each one's room goes: an
     agent with n free slots gets the n oldest chats not yet offered to them. Agents who
@@ -211,16 +262,12 @@ async def _to_everyone(
     # always hold their n oldest new ones.
     limit = 2 * queue.capacity
     both = [
-        *await _waiting(session, queue.id, "queued", limit),
-        *await _waiting(session, queue.id, "offered", limit),
+        *await _waiting(tx, queue.id, "queued", limit),
+        *await _waiting(tx, queue.id, "offered", limit),
     ]
     waiting = sorted(both, key=lambda chat: (chat.queued_at, chat.chat_id))[:limit]
-    rows = await session.execute(
-        select(OFFERS.c.chat_id, OFFERS.c.agent_id).where(
-            OFFERS.c.chat_id.in_([w.chat_id for w in waiting])
-        )
-    )
-    standing = {(row.chat_id, row.agent_id) for row in rows}
+    rows = await tx.fetch(_STANDING[tx.postgres], {"chat_ids": [w.chat_id for w in waiting]})
+    standing = {(chat_id, agent_id) for chat_id, agent_id in rows}
     offers = []
     for f in free:
         room = queue.capacity - f.load
@@ -233,11 +280,22 @@ async def _to_everyone(
     return offers
 
 
-async def _record(
-    session: AsyncSession, queue: Row[Any], offers: list[ChatOffered], now: datetime
-) -> None:
-    await session.execute(
-        OFFERS.insert(),
+_OFFER = OFFERS.insert()
+_MARK_OFFERED = (
+    update(ASSIGNMENTS)
+    .where(ASSIGNMENTS.c.chat_id == bindparam("offered_chat"))
+    .values(state="offered", offered_at=bindparam("now"))
+)
+_LAST_OFFERED = (
+    update(QUEUES)
+    .where(QUEUES.c.id == bindparam("queue_id"))
+    .values(last_offered_agent_id=bindparam("agent_id"))
+)
+
+
+async def _record(tx: DriverTx, queue: QueueRow, offers: list[ChatOffered], now: datetime) -> None:
+    await tx.execute_many(
+        _OFFER,
         [
             {
                 "chat_id": o.chat_id,
@@ -249,20 +307,17 @@ async def _record(
             for o in offers
         ],
     )
-    await session.execute(
-        update(ASSIGNMENTS)
-        .where(ASSIGNMENTS.c.chat_id == bindparam("offered_chat"))
-        .values(state="offered", offered_at=now),
-        [{"offered_chat": chat_id} for chat_id in dict.fromkeys(o.chat_id for o in offers)],
+    await tx.execute_many(
+        _MARK_OFFERED,
+        [
+            {"offered_chat": chat_id, "now": now}
+            for chat_id in dict.fromkeys(o.chat_id for o in offers)
+        ],
     )
     if queue.routing_rule == "round_robin":
-        await session.execute(
-            update(QUEUES)
-            .where(QUEUES.c.id == queue.id)
-            .values(last_offered_agent_id=offers[-1].agent_id)
-        )
+        await tx.fetch(_LAST_OFFERED, {"queue_id": queue.id, "agent_id": offers[-1].agent_id})
     for offer in offers:
-        emit(session, offer, subject=offer.chat_id)
+        tx.emit(offer, subject=offer.chat_id)
 
 
 async def withdraw(

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, case, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import emit, insert_ignore, insert_rows, on_postgres
+from libs.common.db import batch_insert, emit, insert_ignore, on_postgres
+from libs.common.driver import DriverTx, in_session
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     AgentStatus,
@@ -48,6 +49,7 @@ from services.routing.offers import (
     MEMBERS,
     OFFERS,
     QUEUES,
+    QueueRow,
     lock_queues,
     offer_waiting,
     requeue_unoffered,
@@ -102,7 +104,7 @@ async def update_queue(session: AsyncSession, queue_id: str, patch: QueuePatch) 
     """Change a queue's options or members; raises ValidationError (from the merged whole) or
     UnknownQueue. Chats waiting in it are offered again under the new terms."""
     # The new members' other queues too: their loads are read when the queue offers.
-    queues = await lock_queues(session, [queue_id], members=patch.agent_ids or ())
+    queues = await lock_queues(in_session(session), [queue_id], members=patch.agent_ids or ())
     if queue_id not in queues:
         raise UnknownQueue(queue_id)
     current = await queue_out(session, queue_id)
@@ -127,7 +129,8 @@ async def update_queue(session: AsyncSession, queue_id: str, patch: QueuePatch) 
     )
     for chat_id, agent_id in gone:
         await withdraw(session, "agent_unavailable", now, chat_ids=[chat_id], agent_id=agent_id)
-    await offer_waiting(session, await lock_queues(session, [queue_id]), now)
+    tx = in_session(session)
+    await offer_waiting(tx, await lock_queues(tx, [queue_id]), now)
     return await queue_out(session, queue_id)
 
 
@@ -169,7 +172,7 @@ async def ensure_agent(session: AsyncSession, agent_id: str) -> Agent:
     return agent
 
 
-async def _lock_agent(session: AsyncSession, agent_id: str) -> tuple[Agent, dict[str, Row[Any]]]:
+async def _lock_agent(session: AsyncSession, agent_id: str) -> tuple[Agent, dict[str, QueueRow]]:
     """The agent, after locking every queue their status change can touch: their queues, and
     those of the chats offered to them."""
     await ensure_agent(session, agent_id)
@@ -179,7 +182,7 @@ async def _lock_agent(session: AsyncSession, agent_id: str) -> tuple[Agent, dict
     queue_ids |= set(
         await session.scalars(select(OFFERS.c.queue_id).where(OFFERS.c.agent_id == agent_id))
     )
-    queues = await lock_queues(session, queue_ids)
+    queues = await lock_queues(in_session(session), queue_ids)
     agent = await session.get(Agent, agent_id, populate_existing=True, with_for_update=True)
     assert agent is not None
     return agent, queues
@@ -196,7 +199,7 @@ async def set_status(
 async def _change_status(
     session: AsyncSession,
     agent: Agent,
-    queues: dict[str, Row[Any]],
+    queues: dict[str, QueueRow],
     status: AgentStatus,
     reason: StatusReason,
 ) -> None:
@@ -212,7 +215,7 @@ async def _change_status(
     )
     if status == "inactive":
         await withdraw(session, "agent_unavailable", now, agent_id=agent.id)
-    await offer_waiting(session, queues, now)
+    await offer_waiting(in_session(session), queues, now)
 
 
 async def login(session: AsyncSession, agent_id: str) -> Agent:
@@ -222,7 +225,7 @@ async def login(session: AsyncSession, agent_id: str) -> Agent:
 
 
 async def _come_back(
-    session: AsyncSession, agent: Agent, queues: dict[str, Row[Any]], reason: StatusReason
+    session: AsyncSession, agent: Agent, queues: dict[str, QueueRow], reason: StatusReason
 ) -> None:
     restored = agent.status_before_logout
     agent.status_before_logout = agent.disconnected_at = agent.console_seen_at = None
@@ -238,7 +241,7 @@ async def logout(session: AsyncSession, agent_id: str) -> Agent:
 
 
 async def _leave(
-    session: AsyncSession, agent: Agent, queues: dict[str, Row[Any]], reason: StatusReason
+    session: AsyncSession, agent: Agent, queues: dict[str, QueueRow], reason: StatusReason
 ) -> None:
     agent.status_before_logout = agent.status
     agent.console_seen_at = None
@@ -286,49 +289,48 @@ async def agents(session: AsyncSession) -> list[Agent]:
 # --- chats -------------------------------------------------------------------------------
 
 
-async def queue_chats(session: AsyncSession, batch: Sequence[ChatOpened]) -> None:
+async def queue_chats(tx: DriverTx, batch: Sequence[ChatOpened]) -> None:
     """Put new chats in their queues (each once), then offer what waits there."""
-    queues = await lock_queues(session, [o.queue_id for o in batch])
+    queues = await lock_queues(tx, [o.queue_id for o in batch])
     now = utcnow()
-    inserted = await insert_rows(
-        session,
-        ASSIGNMENTS,
-        [
-            {
-                "chat_id": o.chat_id,
-                "queue_id": o.queue_id,
-                "contact_id": o.contact_id,
-                "state": "queued",
-                "queued_at": o.opened_at,
-                # A chat opens with a customer's message.
-                "awaiting_reply_since": o.opened_at,
-                "wait_due_at": _wait_due(queues.get(o.queue_id), now),
-            }
-            for o in batch
-        ],
-        ASSIGNMENTS.c.chat_id,
-        ignore_conflicts=True,
+    inserted = await tx.fetch(
+        *batch_insert(
+            tx.postgres,
+            ASSIGNMENTS,
+            [
+                {
+                    "chat_id": o.chat_id,
+                    "queue_id": o.queue_id,
+                    "contact_id": o.contact_id,
+                    "state": "queued",
+                    "queued_at": o.opened_at,
+                    # A chat opens with a customer's message.
+                    "awaiting_reply_since": o.opened_at,
+                    "wait_due_at": _wait_due(queues.get(o.queue_id), now),
+                }
+                for o in batch
+            ],
+            ASSIGNMENTS.c.chat_id,
+            ignore_conflicts=True,
+        )
     )
-    queued = set(inserted.scalars())
+    queued = {chat_id for (chat_id,) in inserted}
     for opened in batch:
         if opened.chat_id in queued:
-            emit(
-                session,
+            tx.emit(
                 ChatQueued(chat_id=opened.chat_id, queue_id=opened.queue_id),
                 subject=opened.chat_id,
             )
-    await offer_waiting(
-        session, {q: row for q, row in queues.items() if any(o.queue_id == q for o in batch)}, now
-    )
+    await offer_waiting(tx, {q: queues[q] for q in {o.queue_id for o in batch} if q in queues}, now)
 
 
-def _wait_due(queue: Row[Any] | None, now: datetime) -> datetime | None:
+def _wait_due(queue: QueueRow | None, now: datetime) -> datetime | None:
     if queue is None or queue.max_wait_s is None:
         return None
     return now + timedelta(seconds=queue.max_wait_s)
 
 
-def _reply_due(queue: Row[Any], waiting_since: datetime | None, now: datetime) -> datetime | None:
+def _reply_due(queue: QueueRow, waiting_since: datetime | None, now: datetime) -> datetime | None:
     """When an owner who has just taken the chat must have answered."""
     if waiting_since is None:
         return None
@@ -337,7 +339,7 @@ def _reply_due(queue: Row[Any], waiting_since: datetime | None, now: datetime) -
 
 async def locked_chat(
     session: AsyncSession, chat_id: str, *also: str
-) -> tuple[Assignment, dict[str, Row[Any]]] | None:
+) -> tuple[Assignment, dict[str, QueueRow]] | None:
     """The chat's assignment, with its queue (and the queues `also` names) locked."""
     while True:
         queue_id = await session.scalar(
@@ -345,7 +347,7 @@ async def locked_chat(
         )
         if queue_id is None:
             return None
-        queues = await lock_queues(session, [queue_id, *also])
+        queues = await lock_queues(in_session(session), [queue_id, *also])
         assignment = await session.get(Assignment, chat_id, populate_existing=True)
         assert assignment is not None
         if assignment.queue_id == queue_id:
@@ -363,7 +365,7 @@ async def close_chat(session: AsyncSession, completed: ChatCompleted) -> None:
     now = utcnow()
     await withdraw(session, "completed", now, chat_ids=[assignment.chat_id])
     _close(assignment, completed.completed_at)
-    await offer_waiting(session, queues, now)
+    await offer_waiting(in_session(session), queues, now)
 
 
 def _close(assignment: Assignment, at: datetime) -> None:
@@ -401,11 +403,11 @@ async def accept(session: AsyncSession, chat_id: str, agent_id: str) -> Assignme
         subject=chat_id,
     )
     if others:  # their slots are free again
-        await offer_waiting(session, queues, now)
+        await offer_waiting(in_session(session), queues, now)
     return assignment
 
 
-def _own(assignment: Assignment, agent_id: str, queue: Row[Any], now: datetime) -> None:
+def _own(assignment: Assignment, agent_id: str, queue: QueueRow, now: datetime) -> None:
     assignment.state, assignment.agent_id, assignment.accepted_at = "assigned", agent_id, now
     assignment.passed_over_agent_id = assignment.wait_due_at = None
     assignment.reply_due_at = _reply_due(queue, assignment.awaiting_reply_since, now)
@@ -456,7 +458,7 @@ async def transfer(
     )
     if to_queue is not None:
         emit(session, ChatQueued(chat_id=chat_id, queue_id=to_queue), subject=chat_id)
-    await offer_waiting(session, queues, now)
+    await offer_waiting(in_session(session), queues, now)
     return assignment
 
 
@@ -556,7 +558,7 @@ async def due_queues(session: AsyncSession, timer: str, now: datetime) -> list[s
 
 
 async def _due(
-    session: AsyncSession, timer: str, queues: dict[str, Row[Any]], now: datetime
+    session: AsyncSession, timer: str, queues: dict[str, QueueRow], now: datetime
 ) -> list[Assignment]:
     column = getattr(Assignment, timer)
     rows = await session.scalars(
@@ -573,7 +575,7 @@ async def _due(
 
 async def expire_offers(session: AsyncSession, queue_ids: Sequence[str], now: datetime) -> None:
     """Offers past the accept limit lapse; their chats go to someone else."""
-    queues = await lock_queues(session, queue_ids)
+    queues = await lock_queues(in_session(session), queue_ids)
     now = _acting_at(now)
     expired = (
         await session.execute(
@@ -597,7 +599,7 @@ async def expire_offers(session: AsyncSession, queue_ids: Sequence[str], now: da
         [{"c": chat_id, "agent": agent_id} for chat_id, agent_id, _ in expired],
     )
     await requeue_unoffered(session, [chat_id for chat_id, _, _ in expired])
-    await offer_waiting(session, queues, now)
+    await offer_waiting(in_session(session), queues, now)
 
 
 async def end_waits(session: AsyncSession, queue_ids: Sequence[str], now: datetime) -> None:
@@ -610,7 +612,7 @@ async def end_waits(session: AsyncSession, queue_ids: Sequence[str], now: dateti
             QUEUES.c.id.in_(queue_ids), QUEUES.c.overflow_queue_id.is_not(None)
         )
     )
-    queues = await lock_queues(session, [*queue_ids, *overflow])
+    queues = await lock_queues(in_session(session), [*queue_ids, *overflow])
     now = _acting_at(now)
     for assignment in await _due(session, "wait_due_at", queues, now):
         queue = queues[assignment.queue_id]
@@ -626,13 +628,13 @@ async def end_waits(session: AsyncSession, queue_ids: Sequence[str], now: dateti
             await transfer(session, assignment.chat_id, None, to_queue=queue.overflow_queue_id)
         elif queue.on_max_wait is None:
             assignment.wait_due_at = None  # the limit was lifted
-    await offer_waiting(session, queues, now)
+    await offer_waiting(in_session(session), queues, now)
 
 
 async def flag_overdue(session: AsyncSession, queue_ids: Sequence[str], now: datetime) -> None:
     """Owners who left a customer waiting past the reply limit: tell everyone, and offer the
     chat to someone else where the queue says so."""
-    queues = await lock_queues(session, queue_ids)
+    queues = await lock_queues(in_session(session), queue_ids)
     now = _acting_at(now)
     for assignment in await _due(session, "reply_due_at", queues, now):
         queue = queues[assignment.queue_id]
@@ -657,13 +659,13 @@ async def flag_overdue(session: AsyncSession, queue_ids: Sequence[str], now: dat
                 ChatQueued(chat_id=assignment.chat_id, queue_id=queue.id),
                 subject=assignment.chat_id,
             )
-    await offer_waiting(session, queues, now)
+    await offer_waiting(in_session(session), queues, now)
 
 
 async def complete_idle(session: AsyncSession, queue_ids: Sequence[str], now: datetime) -> None:
     """Chats whose customer has said nothing since the last answer for the queue's idle limit
     are due for completion (chat completes them)."""
-    queues = await lock_queues(session, queue_ids)
+    queues = await lock_queues(in_session(session), queue_ids)
     now = _acting_at(now)
     for assignment in await _due(session, "complete_due_at", queues, now):
         due_at, assignment.complete_due_at = assignment.complete_due_at, None

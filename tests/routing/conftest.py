@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatOpened
 from services.routing import service
@@ -54,8 +55,8 @@ class Desk:
             )
             for i in range(count)
         ]
-        async with self.db.transaction() as session:
-            await service.queue_chats(session, opened)
+        async with driver_transaction(self.db) as tx:  # as routing's consumer does
+            await service.queue_chats(tx, opened)
         return [o.chat_id for o in opened]
 
     async def accept(self, chat_id: str, agent: str) -> None:

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from libs.common.driver import driver_transaction
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatCompleted, ChatOpened
 from services.routing import service
@@ -168,7 +169,7 @@ async def test_an_agent_in_two_queues_is_never_offered_past_their_capacity(desk:
     await desk.status("a", "active")
     await desk.status("b", "active")
     # A chat reaches each queue at the same moment (two replicas).
-    async with desk.db.transaction() as first:
+    async with driver_transaction(desk.db) as first:
         await service.queue_chats(first, [opened(one)])
         second = asyncio.create_task(desk.open(two))
         await asyncio.sleep(0.5)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
+from libs.common.driver import in_session
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatCustomerWaiting, ChatReplyPosted, MessageView
 from services.routing import service
@@ -220,7 +221,7 @@ async def test_a_clock_that_waited_for_the_queue_acts_at_the_time_it_got_it(desk
         )
     await desk.events()
     async with desk.db.transaction() as session:  # another replica's work on the queue
-        await lock_queues(session, [queue])
+        await lock_queues(in_session(session), [queue])
         tick = asyncio.create_task(desk.clock.tick())
         await asyncio.sleep(0.5)
         await service.set_status(session, "b", "inactive")  # b's offer goes back to the queue
