@@ -12,6 +12,7 @@ from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatCompleted, ChatOpened
 from services.routing import service
 from services.routing.models import QueuePatch
+from services.routing.offers import QUEUES, QueueRow
 from tests.routing.conftest import Desk
 
 
@@ -176,3 +177,9 @@ async def test_an_agent_in_two_queues_is_never_offered_past_their_capacity(desk:
         assert not second.done()  # waiting for the first queue, which shares a
     [chat] = await second
     assert (await desk.offers())[chat] == {"b"}  # a's one slot went to the first queue's chat
+
+
+def test_a_locked_queue_reads_every_column_of_its_row() -> None:
+    """`QueueRow` is written out for the type checker: a column added to the table must be
+    added to it too, or routing would not see it."""
+    assert QueueRow._fields == tuple(QUEUES.c.keys())
