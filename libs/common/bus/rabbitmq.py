@@ -18,7 +18,7 @@ aio-pika keeps the connection and the channels open (robust: reopened after a ne
 error, with their queues declared again), and declares the topology. Deliveries are consumed and
 acked on the channel underneath (aiormq), as publishes are sent: aio-pika's message wrapper and
 the task it starts for every delivery add nothing here but CPU. So a reopened channel's consumer
-is started again here (`_Consumer.start`, a reopen callback), not by aio-pika.
+is started again here, by a reopen callback (`_Consumer`), not by aio-pika.
 """
 
 from __future__ import annotations
