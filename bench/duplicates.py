@@ -46,6 +46,7 @@ from bench.e2e import background_load, cpu_model, git_commit, log, pct
 from bench.options import add_scratch_database_options
 from bench.people import People
 from libs.common.db import Database
+from libs.common.driver import in_session
 from libs.common.settings import Settings
 from services.contacts import duplicates
 from services.contacts.models import Base
@@ -159,7 +160,8 @@ async def measure(
 ) -> SizeResult:
     result = SizeResult(contacts=len(data.names), name_words=0)
     async with db.sessions() as session:
-        rules = await active_rules(session)
+        tx = in_session(session)
+        rules = await active_rules(tx)
         result.threshold = similar_name_threshold(rules)
         result.name_words = await session.scalar(text("SELECT count(*) FROM name_words")) or 0
         result.index_bytes = (
@@ -167,14 +169,14 @@ async def measure(
         )
         # Warm up: the first queries of a session pay for plans and caches.
         for query in queries[:5]:
-            await duplicates.search(session, _profile(name_key(query)), rules)
+            await duplicates.search(tx, _profile(name_key(query)), rules)
         for query in queries:
             me = _profile(name_key(query))
             started = time.perf_counter()
-            matches = await duplicates.search(session, me, rules)
+            matches = await duplicates.search(tx, me, rules)
             result.search.append(time.perf_counter() - started)
             result.matches.append(len(matches))
-            result.candidates.append(len(await duplicates.name_candidates(session, me.name_key)))
+            result.candidates.append(len(await duplicates.name_candidates(tx, me.name_key)))
     for query in queries[: args.naive_queries]:
         started = time.perf_counter()
         process.extract(
@@ -202,7 +204,7 @@ async def measure(
     async with db.sessions() as session:
         for query in queries[: args.recall_queries]:
             expected = {data.ids[i] for i in truth(name_key(query), data.keys, result.threshold)}
-            got = set(await duplicates.name_candidates(session, name_key(query)))
+            got = set(await duplicates.name_candidates(in_session(session), name_key(query)))
             found["index"][0] += len(expected & got)
             found["index"][1] += len(expected)
             if trgm is not None:

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Boolean, Integer, String, Table, bindparam, func, select, tuple_, update
+from sqlalchemy import Boolean, Integer, String, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.db import emit, insert_ignore, on_postgres
+from libs.common.db import any_key_of, any_of, insert_ignore, key_values
+from libs.common.driver import DriverTx, in_session
 from libs.common.envelope import utcnow
 from libs.common.events import ChatOffered, ChatOpened, DuplicateCandidate, DuplicatesFound
 from services.contacts.models import Contact, ContactOut, ContactPoint, DuplicateSearch, NameWord
@@ -52,29 +53,38 @@ class Match:
     rule: Rule
 
 
-def _profile(row: Any) -> Profile:
-    return Profile(row.id, row.name_key, frozenset(), frozenset(), row.account_key)
+def _profile(contact_id: str, name_key: str, account_key: str | None) -> Profile:
+    return Profile(contact_id, name_key, frozenset(), frozenset(), account_key)
 
 
-async def profiles(session: AsyncSession, ids: Sequence[str]) -> dict[str, Profile]:
-    """What the rules compare, for these live contacts."""
+# Live contacts `:ids`, as `_profile` takes them.
+_LIVE = {
+    postgres: select(CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key).where(
+        any_of(postgres, CONTACTS.c.id, "ids"), CONTACTS.c.merged_into.is_(None)
+    )
+    for postgres in (True, False)
+}
+
+
+async def _live(tx: DriverTx, ids: Collection[str]) -> dict[str, Profile]:
+    """Profiles of these live contacts, without phones or e-mails."""
     if not ids:
         return {}
-    rows = (
-        await session.execute(
-            select(CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key).where(
-                CONTACTS.c.id.in_(ids), CONTACTS.c.merged_into.is_(None)
-            )
-        )
-    ).all()
-    points = await points_of(session, [r.id for r in rows])
+    rows = await tx.fetch(_LIVE[tx.postgres], {"ids": sorted(ids)})
+    return {row[0]: _profile(*row) for row in rows}
+
+
+async def profiles(tx: DriverTx, ids: Sequence[str]) -> dict[str, Profile]:
+    """What the rules compare, for these live contacts."""
+    live = await _live(tx, ids)
+    points = await points_of(tx, list(live))
     return {
-        r.id: replace(
-            _profile(r),
-            phones=frozenset(points[r.id]["phone"]),
-            emails=frozenset(points[r.id]["email"]),
+        contact_id: replace(
+            profile,
+            phones=frozenset(points[contact_id]["phone"]),
+            emails=frozenset(points[contact_id]["email"]),
         )
-        for r in rows
+        for contact_id, profile in live.items()
     }
 
 
@@ -179,7 +189,7 @@ _BY_NAMES_PG = (
 )
 
 
-async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str, Profile]]:
+async def by_names(tx: DriverTx, keys: Sequence[str]) -> list[dict[str, Profile]]:
     """For each name key, the contacts whose name shares enough words with it, each within one
     edit, as profiles without phones or e-mails: one statement for all the keys on PostgreSQL."""
     queries = [_NameQuery.of(key) for key in keys]
@@ -187,7 +197,7 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
     wanted = [i for i, q in enumerate(queries) if q.full]  # initials only: nothing to look up
     if not wanted:
         return found
-    if on_postgres(session):
+    if tx.postgres:
         columns: dict[str, list[Any]] = {
             name: []
             for name in (
@@ -212,13 +222,13 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
                     ("full_counts", len(query.full)), ("min_words", low), ("max_words", high),
                 ):  # fmt: skip
                     columns[name].append(value)
-        for row in await session.execute(_BY_NAMES_PG, columns):
-            found[row.query][row.id] = _profile(row)
+        for query_index, *profile in await tx.fetch(_BY_NAMES_PG, columns):
+            found[query_index][profile[0]] = _profile(*profile)
         return found
     # SQLite (embedded mode, small data): the same lookup, grouped here.
     every = sorted({s for i in wanted for s in queries[i].spellings})
     by_word: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-    for word, contact_id, words, full_words in await session.execute(
+    for word, contact_id, words, full_words in await tx.fetch(
         select(
             NAME_WORDS.c.word, NAME_WORDS.c.contact_id, NAME_WORDS.c.words, NAME_WORDS.c.full_words
         ).where(NAME_WORDS.c.word.in_(every))
@@ -241,33 +251,33 @@ async def by_names(session: AsyncSession, keys: Sequence[str]) -> list[dict[str,
         ids = [c for c, h in hits.items() if len(h) >= min(2, len(query.full), full_of[c])]
         ids.sort(key=lambda c: (-len(hits[c]), -len(same[c])))
         chosen[i] = ids[:NAME_CANDIDATES]
-    live = {
-        row.id: _profile(row)
-        for row in await session.execute(
-            select(CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key).where(
-                CONTACTS.c.id.in_({c for ids in chosen.values() for c in ids}),
-                CONTACTS.c.merged_into.is_(None),
-            )
-        )
-    }
+    live = await _live(tx, {c for ids in chosen.values() for c in ids})
     for i, ids in chosen.items():
         found[i] = {c: live[c] for c in ids if c in live}
     return found
 
 
-async def by_name(session: AsyncSession, key: str) -> dict[str, Profile]:
+async def by_name(tx: DriverTx, key: str) -> dict[str, Profile]:
     """Contacts whose name shares enough words with `key` (see `by_names`)."""
-    return (await by_names(session, [key]))[0]
+    return (await by_names(tx, [key]))[0]
 
 
-async def name_candidates(session: AsyncSession, key: str) -> list[str]:
-    return list(await by_name(session, key))
+async def name_candidates(tx: DriverTx, key: str) -> list[str]:
+    return list(await by_name(tx, key))
 
 
 Shared = dict[str, dict[str, set[str]]]  # contact id -> {kind: values shared}
 
 
-async def by_points(session: AsyncSession, mes: Sequence[Profile], kinds: set[str]) -> list[Shared]:
+_HOLDERS = {
+    postgres: select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value).where(
+        any_key_of(postgres, [POINTS.c.kind, POINTS.c.value], "points")
+    )
+    for postgres in (True, False)
+}
+
+
+async def by_points(tx: DriverTx, mes: Sequence[Profile], kinds: set[str]) -> list[Shared]:
     """For each profile, the contacts with a phone or e-mail in common with it: one statement."""
     wanted: set[tuple[str, str]] = set()
     for me in mes:
@@ -275,10 +285,9 @@ async def by_points(session: AsyncSession, mes: Sequence[Profile], kinds: set[st
         wanted.update(("email", v) for v in me.emails if "email" in kinds)
     holders: dict[tuple[str, str], list[str]] = defaultdict(list)
     if wanted:
-        for contact_id, kind, value in await session.execute(
-            select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value).where(
-                tuple_(POINTS.c.kind, POINTS.c.value).in_(sorted(wanted))
-            )
+        # Also rows of a kind with another kind's value: `holders` is read for `wanted` only.
+        for contact_id, kind, value in await tx.fetch(
+            _HOLDERS[tx.postgres], key_values("points", wanted)
         ):
             holders[kind, value].append(contact_id)
     out: list[Shared] = []
@@ -294,7 +303,7 @@ async def by_points(session: AsyncSession, mes: Sequence[Profile], kinds: set[st
 
 
 async def search_many(
-    session: AsyncSession, mes: Sequence[Profile], rules: Sequence[Rule]
+    tx: DriverTx, mes: Sequence[Profile], rules: Sequence[Rule]
 ) -> list[list[Match]]:
     """Every live contact that some rule matches with each of `mes`, best first; a few
     statements whatever the number of profiles.
@@ -305,12 +314,12 @@ async def search_many(
     if not mes or not rules:
         return [[] for _ in mes]
     by_name_found = (
-        await by_names(session, [me.name_key for me in mes])
+        await by_names(tx, [me.name_key for me in mes])
         if any(r.uses("name") for r in rules)
         else [{} for _ in mes]
     )
     shared_of = await by_points(
-        session, mes, {f for f in ("phone", "email") if any(r.uses(f) for r in rules)}
+        tx, mes, {f for f in ("phone", "email") if any(r.uses(f) for r in rules)}
     )
     missing = {
         c
@@ -318,7 +327,7 @@ async def search_many(
         for c in shared
         if c not in found
     }
-    extra = await profiles(session, sorted(missing))
+    extra = await profiles(tx, sorted(missing))
     results = []
     for me, found, shared in zip(mes, by_name_found, shared_of, strict=True):
         candidates = dict(found)
@@ -344,9 +353,9 @@ async def search_many(
     return results
 
 
-async def search(session: AsyncSession, me: Profile, rules: Sequence[Rule]) -> list[Match]:
+async def search(tx: DriverTx, me: Profile, rules: Sequence[Rule]) -> list[Match]:
     """Every live contact that some rule matches with `me`, best first."""
-    return (await search_many(session, [me], rules))[0]
+    return (await search_many(tx, [me], rules))[0]
 
 
 def _stored(matches: Sequence[Match]) -> list[dict[str, Any]]:
@@ -376,8 +385,8 @@ class _Search:
 
 # Built once (their cache keys are computed once): the batch's rows, locked in one order so
 # that replicas wait for each other rather than deadlock, and their new state, executemany.
-_LOCK = (
-    select(
+_LOCK = {
+    postgres: select(
         SEARCHES.c.chat_id,
         SEARCHES.c.contact_id,
         SEARCHES.c.agent_id,
@@ -385,10 +394,21 @@ _LOCK = (
         SEARCHES.c.count,
         SEARCHES.c.candidates,
     )
-    .where(SEARCHES.c.chat_id.in_(bindparam("chat_ids", expanding=True)))
+    .where(any_of(postgres, SEARCHES.c.chat_id, "chat_ids"))
     .order_by(SEARCHES.c.chat_id)
     .with_for_update()
-)
+    for postgres in (True, False)
+}
+_MERGED_INTO = {
+    postgres: select(CONTACTS.c.id, CONTACTS.c.merged_into).where(
+        any_of(postgres, CONTACTS.c.id, "ids")
+    )
+    for postgres in (True, False)
+}
+_NAMES = {
+    postgres: select(CONTACTS.c.id, CONTACTS.c.name).where(any_of(postgres, CONTACTS.c.id, "ids"))
+    for postgres in (True, False)
+}
 _SAVE = (
     update(SEARCHES)
     .where(SEARCHES.c.chat_id == bindparam("b_chat_id"))
@@ -402,9 +422,7 @@ _SAVE = (
 )
 
 
-async def search_for_chats(
-    session: AsyncSession, events: Sequence[ChatOpened | ChatOffered]
-) -> None:
+async def search_for_chats(tx: DriverTx, events: Sequence[ChatOpened | ChatOffered]) -> None:
     """A new chat's search, once per chat; an offer tells who must see its result.
 
     The per-chat row is locked by both, so whichever of the search and the offer comes second
@@ -414,8 +432,8 @@ async def search_for_chats(
     first: dict[str, ChatOpened | ChatOffered] = {}  # the first event of a chat makes its row
     for event in events:
         first.setdefault(event.chat_id, event)
-    await session.execute(
-        insert_ignore(on_postgres(session), SEARCHES),
+    await tx.execute_many(
+        insert_ignore(tx.postgres, SEARCHES),
         [  # in chat order, like the lock below: replicas wait for each other, not deadlock
             {
                 "chat_id": chat_id,
@@ -426,10 +444,8 @@ async def search_for_chats(
             for chat_id in sorted(first)
         ],
     )
-    rows = {
-        row.chat_id: _Search(*row)
-        for row in await session.execute(_LOCK, {"chat_ids": sorted({e.chat_id for e in events})})
-    }
+    locked = await tx.fetch(_LOCK[tx.postgres], {"chat_ids": sorted(first)})
+    rows = {row[0]: _Search(*row) for row in locked}
     # Which chats this batch searches: those opened and not searched yet.
     to_search: dict[str, str] = {}
     for event in events:
@@ -439,20 +455,13 @@ async def search_for_chats(
     results: dict[str, list[Match]] = {}
     contact_of: dict[str, str] = {}
     if to_search:
-        rules = await active_rules(session)
-        survivors = dict(
-            (
-                await session.execute(
-                    select(CONTACTS.c.id, CONTACTS.c.merged_into).where(
-                        CONTACTS.c.id.in_(set(to_search.values()))
-                    )
-                )
-            ).all()
-        )
+        rules = await active_rules(tx)
+        merged = await tx.fetch(_MERGED_INTO[tx.postgres], {"ids": sorted(set(to_search.values()))})
+        survivors = dict(merged)
         contact_of = {chat: survivors.get(c) or c for chat, c in to_search.items()}
-        mes = await profiles(session, sorted(set(contact_of.values())))
+        mes = await profiles(tx, sorted(set(contact_of.values())))
         searched = list(mes.values())
-        for me, matches in zip(searched, await search_many(session, searched, rules), strict=True):
+        for me, matches in zip(searched, await search_many(tx, searched, rules), strict=True):
             results[me.id] = matches
     # The events in order, as if one at a time.
     now = utcnow()
@@ -472,7 +481,7 @@ async def search_for_chats(
         row.searched_at, row.changed = now, True
         announced.append(replace(row))
     if changed := [row for row in rows.values() if row.changed]:
-        await session.execute(
+        await tx.execute_many(
             _SAVE,
             [
                 {
@@ -488,25 +497,18 @@ async def search_for_chats(
         )
     # One result per chat and batch, as it stands at the end: a search and its offer that
     # arrived together publish the result once, naming the agent.
-    await _announce(session, list({row.chat_id: row for row in announced}.values()))
+    await _announce(tx, list({row.chat_id: row for row in announced}.values()))
 
 
-async def _announce(session: AsyncSession, searches: Sequence[_Search]) -> None:
+async def _announce(tx: DriverTx, searches: Sequence[_Search]) -> None:
     """`contact.duplicates_found` for each search, in order, the candidates named."""
     ids = {c["contact_id"] for row in searches for c in row.candidates}
     names: dict[str, str] = {}
     if ids:
-        names = dict(
-            (
-                await session.execute(
-                    select(CONTACTS.c.id, CONTACTS.c.name).where(CONTACTS.c.id.in_(ids))
-                )
-            ).all()
-        )
+        names = dict(await tx.fetch(_NAMES[tx.postgres], {"ids": sorted(ids)}))
     for row in searches:
         assert row.searched_at is not None
-        emit(
-            session,
+        tx.emit(
             DuplicatesFound(
                 contact_id=row.contact_id,
                 chat_id=row.chat_id,
@@ -552,8 +554,9 @@ async def duplicates_of(session: AsyncSession, current: ContactOut) -> Duplicate
         chat_id, searched_at, count = row.chat_id, row.searched_at, row.count
         found: list[dict[str, Any]] = row.candidates
     else:
-        me = (await profiles(session, [current.id]))[current.id]
-        matches = await search(session, me, await active_rules(session))
+        tx = in_session(session)
+        me = (await profiles(tx, [current.id]))[current.id]
+        matches = await search(tx, me, await active_rules(tx))
         chat_id, searched_at, count = None, utcnow(), len(matches)
         found = _stored(matches)
     live = await contacts_out(session, [c["contact_id"] for c in found])

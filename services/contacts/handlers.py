@@ -34,9 +34,9 @@ async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable, _:
     await service.flag_unreachable(session, event)
 
 
-@consumers.on_batch(ChatOpened, ChatOffered)
+@consumers.on_driver_batch(ChatOpened, ChatOffered)
 async def find_duplicates(
-    session: AsyncSession, batch: list[tuple[ChatOpened | ChatOffered, Envelope]]
+    tx: DriverTx, batch: list[tuple[ChatOpened | ChatOffered, Envelope]]
 ) -> None:
     # Its own consumer group: searching never holds up the resolving of messages.
-    await duplicates.search_for_chats(session, [event for event, _ in batch])
+    await duplicates.search_for_chats(tx, [event for event, _ in batch])

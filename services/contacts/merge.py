@@ -20,6 +20,7 @@ from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import emit
+from libs.common.driver import in_session
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ContactMerged, MovedIdentity
 from services.contacts.details import account_key
@@ -110,7 +111,7 @@ async def merge(session: AsyncSession, survivor_id: str, data: MergeIn) -> Merge
     await session.execute(
         update(IDENTITIES).where(IDENTITIES.c.contact_id.in_(todo)).values(contact_id=survivor_id)
     )
-    points = await points_of(session, [survivor_id, *todo])
+    points = await points_of(in_session(session), [survivor_id, *todo])
     moved: dict[str, Any] = {
         "identities": [
             MovedIdentity(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -22,12 +22,15 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.driver import DriverTx
 from libs.common.envelope import new_id, utcnow
 from services.contacts.models import DuplicateRule
 from services.contacts.names import name_score
+
+RULES = cast(Table, DuplicateRule.__table__)
 
 MIN_THRESHOLD = 70  # below this, names as different as "Ivan Petrov" and "Pavel Petrov" match
 SEARCHABLE = {"name", "phone", "email"}
@@ -156,12 +159,17 @@ def _condition_score(condition: Condition, a: Profile, b: Profile) -> float | No
     return 100.0 if a.account_key and a.account_key == b.account_key else None
 
 
-async def active_rules(session: AsyncSession) -> list[Rule]:
-    rows = await session.scalars(
-        select(DuplicateRule).where(DuplicateRule.active.is_(True)).order_by(DuplicateRule.name)
-    )
+_ACTIVE = (
+    select(RULES.c.id, RULES.c.name, RULES.c.conditions)
+    .where(RULES.c.active.is_(True))
+    .order_by(RULES.c.name)
+)
+
+
+async def active_rules(tx: DriverTx) -> list[Rule]:
     return [
-        Rule(r.id, r.name, tuple(Condition.model_validate(c) for c in r.conditions)) for r in rows
+        Rule(rule_id, name, tuple(Condition.model_validate(c) for c in conditions))
+        for rule_id, name, conditions in await tx.fetch(_ACTIVE)
     ]
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import Delete, Select, Table, bindparam, delete, insert, select,
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.db import any_key_of, any_of, batch_insert, emit, key_values
-from libs.common.driver import DriverTx
+from libs.common.driver import DriverTx, in_session
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import (
     ContactCreated,
@@ -229,18 +229,21 @@ async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable) ->
     )
 
 
-async def points_of(session: AsyncSession, ids: Iterable[str]) -> dict[str, dict[str, list[str]]]:
+_POINTS_OF = {
+    postgres: select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value)
+    .where(any_of(postgres, POINTS.c.contact_id, "ids"))
+    .order_by(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.position)
+    for postgres in (True, False)
+}
+
+
+async def points_of(tx: DriverTx, ids: Iterable[str]) -> dict[str, dict[str, list[str]]]:
     """Each contact's phones and e-mails, in their order: {id: {"phone": [...], ...}}."""
     out: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"phone": [], "email": []})
-    ids = list(ids)
+    ids = sorted(set(ids))
     if not ids:
         return out
-    rows = await session.execute(
-        select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value)
-        .where(POINTS.c.contact_id.in_(ids))
-        .order_by(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.position)
-    )
-    for contact_id, kind, value in rows:
+    for contact_id, kind, value in await tx.fetch(_POINTS_OF[tx.postgres], {"ids": ids}):
         out[contact_id][kind].append(value)
     return out
 
@@ -255,7 +258,7 @@ async def contacts_out(session: AsyncSession, ids: Sequence[str]) -> dict[str, C
         )
     )
     found = [c.id for c in contacts]
-    points = await points_of(session, found)
+    points = await points_of(in_session(session), found)
     identities: dict[str, list[IdentityOut]] = defaultdict(list)
     # Columns, not ORM objects: a merge moves identities with a Core update in this session.
     for row in await session.execute(

@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from libs.common.db import Database
+from libs.common.driver import driver_transaction
 from libs.common.envelope import new_id, utcnow
 from libs.common.events import ChatOffered, ChatOpened
 from services.contacts import duplicates, rules
@@ -41,8 +42,8 @@ def offered(chat: ChatOpened, agent_id: str) -> ChatOffered:
 async def found(db: Database, contact_id: str) -> dict[str, str]:
     """Search as a new chat of the contact does: {candidate id: rule name}."""
     chat = opened(contact_id)
-    async with db.transaction() as session:
-        await duplicates.search_for_chats(session, [chat])
+    async with driver_transaction(db) as tx:  # as contacts' consumer does
+        await duplicates.search_for_chats(tx, [chat])
     async with db.sessions() as session:
         row = await session.get(DuplicateSearch, chat.chat_id)
     assert row is not None and row.searched_at is not None
@@ -116,10 +117,10 @@ async def test_the_result_reaches_whoever_holds_the_chat(db: Database) -> None:
 
     # Searched before the offer: published without an agent, then again naming the agent.
     chat = opened(ivan)
-    async with db.transaction() as session:
-        await duplicates.search_for_chats(session, [chat])
-    async with db.transaction() as session:
-        await duplicates.search_for_chats(session, [offered(chat, "agent-1")])
+    async with driver_transaction(db) as tx:  # as contacts' consumer does
+        await duplicates.search_for_chats(tx, [chat])
+    async with driver_transaction(db) as tx:
+        await duplicates.search_for_chats(tx, [offered(chat, "agent-1")])
     published = await emitted(db, "contact.duplicates_found")
     assert [(e["chat_id"], e["agent_id"], e["count"]) for e in published] == [
         (chat.chat_id, None, 1),
@@ -131,14 +132,14 @@ async def test_the_result_reaches_whoever_holds_the_chat(db: Database) -> None:
 
     # Offered before the search (another replica was quicker): the search names the agent.
     later = opened(twin)
-    async with db.transaction() as session:
-        await duplicates.search_for_chats(session, [offered(later, "agent-2"), later])
+    async with driver_transaction(db) as tx:
+        await duplicates.search_for_chats(tx, [offered(later, "agent-2"), later])
     last = (await emitted(db, "contact.duplicates_found"))[-1]
     assert (last["chat_id"], last["agent_id"], last["count"]) == (later.chat_id, "agent-2", 1)
 
     # A redelivered chat.opened (a new event id) searches nothing again.
-    async with db.transaction() as session:
-        await duplicates.search_for_chats(session, [later])
+    async with driver_transaction(db) as tx:
+        await duplicates.search_for_chats(tx, [later])
     assert len(await emitted(db, "contact.duplicates_found")) == 3
 
     async with db.sessions() as session:
@@ -161,8 +162,8 @@ async def test_a_batch_searches_each_chat_as_alone(db: Database) -> None:
     first, second = chats[0], chats[1]
     # One batch: offers before and after their chat's search, and a chat.opened redelivered.
     batch = [offered(second, "agent-2"), *chats, offered(first, "agent-1"), first]
-    async with db.transaction() as session:
-        await duplicates.search_for_chats(session, batch)
+    async with driver_transaction(db) as tx:
+        await duplicates.search_for_chats(tx, batch)
     async with db.sessions() as session:
         rows = {r.chat_id: r for r in await session.scalars(select(DuplicateSearch))}
     assert {c: {x["contact_id"] for x in rows[c.chat_id].candidates} for c in chats} == {
