@@ -46,7 +46,7 @@ from bench.e2e import background_load, cpu_model, git_commit, log, pct
 from bench.options import add_scratch_database_options
 from bench.people import People
 from libs.common.db import Database
-from libs.common.driver import in_session
+from libs.common.driver import driver_transaction
 from libs.common.settings import Settings
 from services.contacts import duplicates
 from services.contacts.models import Base
@@ -160,13 +160,13 @@ async def measure(
 ) -> SizeResult:
     result = SizeResult(contacts=len(data.names), name_words=0)
     async with db.sessions() as session:
-        tx = in_session(session)
-        rules = await active_rules(tx)
-        result.threshold = similar_name_threshold(rules)
         result.name_words = await session.scalar(text("SELECT count(*) FROM name_words")) or 0
         result.index_bytes = (
             await session.scalar(text("SELECT pg_total_relation_size('name_words')")) or 0
         )
+    async with driver_transaction(db) as tx:  # as a new chat's search runs
+        rules = await active_rules(tx)
+        result.threshold = similar_name_threshold(rules)
         # Warm up: the first queries of a session pay for plans and caches.
         for query in queries[:5]:
             await duplicates.search(tx, _profile(name_key(query)), rules)
@@ -201,10 +201,10 @@ async def measure(
             result.trgm.append(time.perf_counter() - started)
             trgm_found[query] = {r["id"] for r in rows}
     found = {"index": [0, 0], "pg_trgm": [0, 0]}
-    async with db.sessions() as session:
+    async with driver_transaction(db) as tx:
         for query in queries[: args.recall_queries]:
             expected = {data.ids[i] for i in truth(name_key(query), data.keys, result.threshold)}
-            got = set(await duplicates.name_candidates(in_session(session), name_key(query)))
+            got = set(await duplicates.name_candidates(tx, name_key(query)))
             found["index"][0] += len(expected & got)
             found["index"][1] += len(expected)
             if trgm is not None:

@@ -133,15 +133,19 @@ class _SessionTx:
     postgres: bool = False
 
     async def fetch(self, stmt: Executable, params: Params | None = None) -> Sequence[Any]:
-        # Core statements do not flush the session's pending ORM changes themselves.
-        await self.session.flush()
+        await self._flush()
         # A Core statement's result is a cursor's, which says whether there are rows to read.
         result = cast(CursorResult[Any], await self.session.execute(stmt, params))
         return result.all() if result.returns_rows else []
 
     async def execute_many(self, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
-        await self.session.flush()
+        await self._flush()
         await self.session.execute(stmt, rows)
+
+    async def _flush(self) -> None:
+        # Core statements do not flush the session's pending ORM changes themselves.
+        if self.session.new or self.session.dirty or self.session.deleted:
+            await self.session.flush()
 
     def emit(self, event: Event, *, subject: str | None = None) -> Envelope:
         return emit(self.session, event, subject=subject)
