@@ -222,8 +222,8 @@ async def by_names(tx: DriverTx, keys: Sequence[str]) -> list[dict[str, Profile]
                     ("full_counts", len(query.full)), ("min_words", low), ("max_words", high),
                 ):  # fmt: skip
                     columns[name].append(value)
-        for query_index, *profile in await tx.fetch(_BY_NAMES_PG, columns):
-            found[query_index][profile[0]] = _profile(*profile)
+        for query, contact_id, key, account_key in await tx.fetch(_BY_NAMES_PG, columns):
+            found[query][contact_id] = _profile(contact_id, key, account_key)
         return found
     # SQLite (embedded mode, small data): the same lookup, grouped here.
     every = sorted({s for i in wanted for s in queries[i].spellings})
