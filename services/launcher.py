@@ -29,6 +29,10 @@ from libs.common.service import Runtime, Service
 from libs.common.settings import SERVICES, Settings
 
 PUBLIC = ("gateway", "ingest")
+# An idle keep-alive connection is closed well after its clients give up on it themselves
+# (httpx after 5 s, browsers and proxies later), never at the moment a client sends on it
+# (which it would see as "Server disconnected without sending a response"). uvicorn: 5 s.
+KEEP_ALIVE_S = 75
 # The collector's thresholds once started (generation 0 allocations, then 1 and 2 passes).
 GC_THRESHOLDS = (20_000, 50, 100)
 
@@ -98,6 +102,7 @@ async def run_in_process(settings: Settings, names: list[str]) -> None:
                     log_config=None,
                     lifespan="off",
                     ws_ping_interval=20,
+                    timeout_keep_alive=KEEP_ALIVE_S,
                 )
             )
             for s in served
