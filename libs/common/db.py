@@ -39,7 +39,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Result, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement, TextClause
@@ -118,7 +118,7 @@ class Database:
             url = make_url(settings.database_url).set(drivername="postgresql+asyncpg")
             # Every statement a connection meets stays prepared on it: the adapter's default of
             # 100 is fewer than the texts of a busy service (the lists that are not arrays, see
-            # `insert_rows`, have one text per length).
+            # `batch_insert`, have one text per length).
             url = url.update_query_dict({"prepared_statement_cache_size": str(PREPARED_STATEMENTS)})
             self.engine = create_async_engine(
                 url,
@@ -183,7 +183,7 @@ class Database:
         """Once `outbox_insert` has committed: give its rows (the ids it returned, with their
         envelopes) to this process's relay and wake it."""
         if len(self.committed) < HANDOFF_LIMIT:
-            # Ids grow in the order the rows were given (see `insert_rows`).
+            # Ids grow in the order the rows were given (see `batch_insert`).
             self.committed.extend(zip(sorted(row[0] for row in ids), emitted, strict=True))
         # else the relay is far behind: these wait for their lease to run out instead.
         self.outbox_written.set()
@@ -251,22 +251,6 @@ def insert_ignore(postgres: bool, table: Table, *returning: Any) -> Insert:
 _BATCH_INSERTS: dict[tuple[bool, Table, tuple[str, ...], tuple[Any, ...], bool], Insert] = {}
 
 
-async def insert_rows(
-    session: AsyncSession,
-    table: Table,
-    rows: Sequence[Mapping[str, Any]],
-    *returning: Any,
-    ignore_conflicts: bool = False,
-) -> Result[*tuple[Any, ...]]:
-    """INSERT `rows` (one or more dicts with the same keys) in one statement, RETURNING
-    `returning` if any, skipping rows that conflict if `ignore_conflicts`. Rows are inserted in
-    the order given, so a serial key grows along them; the rows returned may come in any order."""
-    stmt, params = batch_insert(
-        on_postgres(session), table, rows, *returning, ignore_conflicts=ignore_conflicts
-    )
-    return await session.execute(stmt, params)
-
-
 def batch_insert(
     postgres: bool,
     table: Table,
@@ -274,8 +258,11 @@ def batch_insert(
     *returning: Any,
     ignore_conflicts: bool = False,
 ) -> tuple[Insert, Any]:
-    """`insert_rows`' statement (built once per dialect and shape) and its parameters: the
-    columns as arrays on PostgreSQL, the rows themselves (executemany) on SQLite."""
+    """INSERT `rows` (one or more dicts with the same keys) in one statement, RETURNING
+    `returning` if any, skipping rows that conflict if `ignore_conflicts`: the statement (built
+    once per dialect and shape) and its parameters, the columns as arrays on PostgreSQL, the rows
+    themselves (executemany) on SQLite. Rows are inserted in the order given, so a serial key
+    grows along them; the rows returned may come in any order."""
     columns = tuple(rows[0])
     key = (postgres, table, columns, returning, ignore_conflicts)
     stmt = _BATCH_INSERTS.get(key)

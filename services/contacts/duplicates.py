@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Boolean, Integer, String, Table, bindparam, func, select, update
+from sqlalchemy import Boolean, Integer, Select, String, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,20 +57,19 @@ def _profile(contact_id: str, name_key: str, account_key: str | None) -> Profile
     return Profile(contact_id, name_key, frozenset(), frozenset(), account_key)
 
 
-# Live contacts `:ids`, as `_profile` takes them.
-_LIVE = {
-    postgres: select(CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key).where(
+@functools.cache
+def _live_stmt(postgres: bool) -> Select[Any]:
+    """Live contacts `:ids`, as `_profile` takes them."""
+    return select(CONTACTS.c.id, CONTACTS.c.name_key, CONTACTS.c.account_key).where(
         any_of(postgres, CONTACTS.c.id, "ids"), CONTACTS.c.merged_into.is_(None)
     )
-    for postgres in (True, False)
-}
 
 
 async def _live(tx: DriverTx, ids: Collection[str]) -> dict[str, Profile]:
     """Profiles of these live contacts, without phones or e-mails."""
     if not ids:
         return {}
-    rows = await tx.fetch(_LIVE[tx.postgres], {"ids": sorted(ids)})
+    rows = await tx.fetch(_live_stmt(tx.postgres), {"ids": sorted(ids)})
     return {row[0]: _profile(*row) for row in rows}
 
 
@@ -269,12 +268,11 @@ async def name_candidates(tx: DriverTx, key: str) -> list[str]:
 Shared = dict[str, dict[str, set[str]]]  # contact id -> {kind: values shared}
 
 
-_HOLDERS = {
-    postgres: select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value).where(
+@functools.cache
+def _holders(postgres: bool) -> Select[Any]:
+    return select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value).where(
         any_key_of(postgres, [POINTS.c.kind, POINTS.c.value], "points")
     )
-    for postgres in (True, False)
-}
 
 
 async def by_points(tx: DriverTx, mes: Sequence[Profile], kinds: set[str]) -> list[Shared]:
@@ -287,7 +285,7 @@ async def by_points(tx: DriverTx, mes: Sequence[Profile], kinds: set[str]) -> li
     if wanted:
         # Also rows of a kind with another kind's value: `holders` is read for `wanted` only.
         for contact_id, kind, value in await tx.fetch(
-            _HOLDERS[tx.postgres], key_values("points", wanted)
+            _holders(tx.postgres), key_values("points", wanted)
         ):
             holders[kind, value].append(contact_id)
     out: list[Shared] = []
@@ -385,30 +383,35 @@ class _Search:
 
 # Built once (their cache keys are computed once): the batch's rows, locked in one order so
 # that replicas wait for each other rather than deadlock, and their new state, executemany.
-_LOCK = {
-    postgres: select(
-        SEARCHES.c.chat_id,
-        SEARCHES.c.contact_id,
-        SEARCHES.c.agent_id,
-        SEARCHES.c.searched_at,
-        SEARCHES.c.count,
-        SEARCHES.c.candidates,
+@functools.cache
+def _lock(postgres: bool) -> Select[Any]:
+    return (
+        select(
+            SEARCHES.c.chat_id,
+            SEARCHES.c.contact_id,
+            SEARCHES.c.agent_id,
+            SEARCHES.c.searched_at,
+            SEARCHES.c.count,
+            SEARCHES.c.candidates,
+        )
+        .where(any_of(postgres, SEARCHES.c.chat_id, "chat_ids"))
+        .order_by(SEARCHES.c.chat_id)
+        .with_for_update()
     )
-    .where(any_of(postgres, SEARCHES.c.chat_id, "chat_ids"))
-    .order_by(SEARCHES.c.chat_id)
-    .with_for_update()
-    for postgres in (True, False)
-}
-_MERGED_INTO = {
-    postgres: select(CONTACTS.c.id, CONTACTS.c.merged_into).where(
+
+
+@functools.cache
+def _merged_into(postgres: bool) -> Select[Any]:
+    return select(CONTACTS.c.id, CONTACTS.c.merged_into).where(
         any_of(postgres, CONTACTS.c.id, "ids")
     )
-    for postgres in (True, False)
-}
-_NAMES = {
-    postgres: select(CONTACTS.c.id, CONTACTS.c.name).where(any_of(postgres, CONTACTS.c.id, "ids"))
-    for postgres in (True, False)
-}
+
+
+@functools.cache
+def _names(postgres: bool) -> Select[Any]:
+    return select(CONTACTS.c.id, CONTACTS.c.name).where(any_of(postgres, CONTACTS.c.id, "ids"))
+
+
 _SAVE = (
     update(SEARCHES)
     .where(SEARCHES.c.chat_id == bindparam("b_chat_id"))
@@ -444,7 +447,7 @@ async def search_for_chats(tx: DriverTx, events: Sequence[ChatOpened | ChatOffer
             for chat_id in sorted(first)
         ],
     )
-    locked = await tx.fetch(_LOCK[tx.postgres], {"chat_ids": sorted(first)})
+    locked = await tx.fetch(_lock(tx.postgres), {"chat_ids": sorted(first)})
     rows = {row[0]: _Search(*row) for row in locked}
     # Which chats this batch searches: those opened and not searched yet.
     to_search: dict[str, str] = {}
@@ -456,7 +459,7 @@ async def search_for_chats(tx: DriverTx, events: Sequence[ChatOpened | ChatOffer
     contact_of: dict[str, str] = {}
     if to_search:
         rules = await active_rules(tx)
-        merged = await tx.fetch(_MERGED_INTO[tx.postgres], {"ids": sorted(set(to_search.values()))})
+        merged = await tx.fetch(_merged_into(tx.postgres), {"ids": sorted(set(to_search.values()))})
         survivors = dict(merged)
         contact_of = {chat: survivors.get(c) or c for chat, c in to_search.items()}
         mes = await profiles(tx, sorted(set(contact_of.values())))
@@ -505,7 +508,7 @@ async def _announce(tx: DriverTx, searches: Sequence[_Search]) -> None:
     ids = {c["contact_id"] for row in searches for c in row.candidates}
     names: dict[str, str] = {}
     if ids:
-        names = dict(await tx.fetch(_NAMES[tx.postgres], {"ids": sorted(ids)}))
+        names = dict(await tx.fetch(_names(tx.postgres), {"ids": sorted(ids)}))
     for row in searches:
         assert row.searched_at is not None
         tx.emit(

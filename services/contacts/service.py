@@ -229,12 +229,13 @@ async def flag_unreachable(session: AsyncSession, event: IdentityUnreachable) ->
     )
 
 
-_POINTS_OF = {
-    postgres: select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value)
-    .where(any_of(postgres, POINTS.c.contact_id, "ids"))
-    .order_by(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.position)
-    for postgres in (True, False)
-}
+@functools.cache
+def _points_of_stmt(postgres: bool) -> Select[Any]:
+    return (
+        select(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.value)
+        .where(any_of(postgres, POINTS.c.contact_id, "ids"))
+        .order_by(POINTS.c.contact_id, POINTS.c.kind, POINTS.c.position)
+    )
 
 
 async def points_of(tx: DriverTx, ids: Iterable[str]) -> dict[str, dict[str, list[str]]]:
@@ -243,7 +244,7 @@ async def points_of(tx: DriverTx, ids: Iterable[str]) -> dict[str, dict[str, lis
     ids = sorted(set(ids))
     if not ids:
         return out
-    for contact_id, kind, value in await tx.fetch(_POINTS_OF[tx.postgres], {"ids": ids}):
+    for contact_id, kind, value in await tx.fetch(_points_of_stmt(tx.postgres), {"ids": ids}):
         out[contact_id][kind].append(value)
     return out
 

@@ -14,6 +14,7 @@ statements are built once, and lists go as arrays (`any_of`).
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class QueueRow(NamedTuple):
     created_at: datetime
 
 
+@functools.cache
 def _lock_statement(postgres: bool) -> Select[Any]:
     """The rows of queues `:ids`, and of every queue sharing an agent with them or holding one
     of `:members`, locked in id order."""
@@ -70,9 +72,6 @@ def _lock_statement(postgres: bool) -> Select[Any]:
         .order_by(QUEUES.c.id)
         .with_for_update(of=QUEUES)
     )
-
-
-_LOCK = {postgres: _lock_statement(postgres) for postgres in (True, False)}
 
 
 async def lock_queues(
@@ -89,7 +88,9 @@ async def lock_queues(
     ids = set(queue_ids)
     if not ids:
         return {}
-    rows = await tx.fetch(_LOCK[tx.postgres], {"ids": sorted(ids), "members": sorted(set(members))})
+    rows = await tx.fetch(
+        _lock_statement(tx.postgres), {"ids": sorted(ids), "members": sorted(set(members))}
+    )
     queues = (QueueRow(*row) for row in rows)
     return {queue.id: queue for queue in queues if queue.id in ids}
 
@@ -244,12 +245,11 @@ def _round_robin(queue: QueueRow, free: list[_Free]) -> Any:
     return pick
 
 
-_STANDING = {
-    postgres: select(OFFERS.c.chat_id, OFFERS.c.agent_id).where(
+@functools.cache
+def _standing(postgres: bool) -> Select[Any]:
+    return select(OFFERS.c.chat_id, OFFERS.c.agent_id).where(
         any_of(postgres, OFFERS.c.chat_id, "chat_ids")
     )
-    for postgres in (True, False)
-}
 
 
 async def _to_everyone(
@@ -266,7 +266,7 @@ async def _to_everyone(
         *await _waiting(tx, queue.id, "offered", limit),
     ]
     waiting = sorted(both, key=lambda chat: (chat.queued_at, chat.chat_id))[:limit]
-    rows = await tx.fetch(_STANDING[tx.postgres], {"chat_ids": [w.chat_id for w in waiting]})
+    rows = await tx.fetch(_standing(tx.postgres), {"chat_ids": [w.chat_id for w in waiting]})
     standing = {(chat_id, agent_id) for chat_id, agent_id in rows}
     offers = []
     for f in free:

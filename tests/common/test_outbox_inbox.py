@@ -1,6 +1,6 @@
 """The transactional outbox (libs/common/outbox.py), the inbox of `Consumers` handlers, the
 driver's transactions (libs/common/driver.py), and the batched statements they are written with
-(`insert_rows`, `batch_insert`, `any_of`, `any_key_of`).
+(`batch_insert`, `any_of`, `any_key_of`).
 
 Each test runs on PostgreSQL (schema `testsvc` in a fresh database) and on SQLite (a file under
 tmp_path), with the `InMemoryBus` delivering what the relay publishes.
@@ -39,7 +39,6 @@ from libs.common.db import (
     batch_insert,
     bus_tables,
     emit,
-    insert_rows,
     key_values,
     on_postgres,
 )
@@ -349,11 +348,13 @@ async def test_inbox_is_per_consumer_group(db: Database, bus: InMemoryBus) -> No
 async def test_rows_inserted_together_keep_their_order_and_skip_conflicts(db: Database) -> None:
     chat_ids = [f"chat-{n}" for n in (3, 1, 4, 1, 5, 9, 2, 6)]
     async with db.transaction() as session:
-        ids = await insert_rows(
-            session,
-            queued_chats,
-            [{"chat_id": c, "attempt": n} for n, c in enumerate(chat_ids)],
-            queued_chats.c.id,
+        ids = await session.execute(
+            *batch_insert(
+                on_postgres(session),
+                queued_chats,
+                [{"chat_id": c, "attempt": n} for n, c in enumerate(chat_ids)],
+                queued_chats.c.id,
+            )
         )
         # A serial key grows along the rows as they were given.
         stored = dict(
@@ -363,20 +364,24 @@ async def test_rows_inserted_together_keep_their_order_and_skip_conflicts(db: Da
 
     now = utcnow()
     async with db.transaction() as session:
-        first = await insert_rows(
-            session,
-            inbox,
-            [{"event_id": e, "consumer": "g", "processed_at": now} for e in ("e1", "e2")],
-            inbox.c.event_id,
-            ignore_conflicts=True,
+        first = await session.execute(
+            *batch_insert(
+                on_postgres(session),
+                inbox,
+                [{"event_id": e, "consumer": "g", "processed_at": now} for e in ("e1", "e2")],
+                inbox.c.event_id,
+                ignore_conflicts=True,
+            )
         )
         assert sorted(first.scalars()) == ["e1", "e2"]
-        again = await insert_rows(
-            session,
-            inbox,
-            [{"event_id": e, "consumer": "g", "processed_at": now} for e in ("e2", "e3", "e3")],
-            inbox.c.event_id,
-            ignore_conflicts=True,
+        again = await session.execute(
+            *batch_insert(
+                on_postgres(session),
+                inbox,
+                [{"event_id": e, "consumer": "g", "processed_at": now} for e in ("e2", "e3", "e3")],
+                inbox.c.event_id,
+                ignore_conflicts=True,
+            )
         )
         assert list(again.scalars()) == ["e3"]  # e2 was there, and e3 counts once
 
